@@ -1,0 +1,109 @@
+"""The base class every polarity model derives from, and the model registry."""
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+
+MODEL_REGISTRY: dict[str, type["PolarityModel"]] = {}
+
+
+def register_model(name: str) -> Callable[[type["PolarityModel"]], type["PolarityModel"]]:
+    """Class decorator: make a model available as ``get_model(name)`` and ``model=<name>``."""
+
+    def wrap(cls: type["PolarityModel"]) -> type["PolarityModel"]:
+        if name in MODEL_REGISTRY and MODEL_REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} is registered twice")
+        cls.registry_name = name
+        MODEL_REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+class PolarityModel(nn.Module):
+    """A first-motion classifier.
+
+    ``forward(x)`` takes ``(B, in_channels, L)`` float32 with the P pick at sample ``L // 2`` and
+    returns logits ``(B, num_classes)``. An input longer than ``input_length`` is cropped around its
+    centre, so a dataset whose windows are longer than the model needs works unchanged.
+
+    Models with auxiliary heads (a P-pick mask, onset clarity, a reconstruction) override
+    ``forward_with_aux(x, targets)``, which returns ``(logits, aux_loss)``; ``aux_loss`` is ``None``
+    when ``targets`` lacks what the head needs. ``forward(x, targets)`` dispatches to it so the
+    call goes through ``DistributedDataParallel``'s forward.
+    """
+
+    registry_name: ClassVar[str] = ""
+    #: Names of the batch keys an auxiliary head learns from (e.g. ``("p_index",)``).
+    aux_targets: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, num_classes: int, input_length: int, in_channels: int = 1) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.input_length = int(input_length)
+        self.in_channels = int(in_channels)
+
+    # -- input handling ---------------------------------------------------------------------
+    def fit_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Check the shape and centre-crop a longer window to ``input_length`` (a view, no copy)."""
+        if x.dim() == 2:  # (B, L) single channel
+            x = x.unsqueeze(1)
+        if x.dim() != 3 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects input (B, {self.in_channels}, {self.input_length}), "
+                f"got {tuple(x.shape)}")
+        length = x.shape[-1]
+        if length < self.input_length:
+            raise ValueError(
+                f"{type(self).__name__} needs windows of {self.input_length} samples, got {length}; "
+                f"set the dataset's window_length to at least {self.input_length}")
+        if length > self.input_length:
+            start = length // 2 - self.input_length // 2
+            x = x[..., start:start + self.input_length]
+        return x
+
+    # -- training hooks ---------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, targets: dict | None = None):  # noqa: D401
+        if targets is None:
+            return self.classify(x)
+        return self.forward_with_aux(x, targets)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_with_aux(self, x: torch.Tensor, targets: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.classify(x), None
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class probabilities and, for models that have one, a per-trace uncertainty."""
+        return torch.softmax(self.classify(x).float(), dim=-1), None
+
+    # -- description ------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def describe(self) -> dict:
+        return {
+            "name": self.registry_name or type(self).__name__,
+            "num_classes": self.num_classes,
+            "input_length": self.input_length,
+            "in_channels": self.in_channels,
+            "parameters": self.num_parameters(),
+        }
+
+
+def get_model(name: str, **kwargs) -> PolarityModel:
+    """Build a registered model by name, e.g. ``get_model("ross", num_classes=3)``."""
+    key = name.lower()
+    if key not in MODEL_REGISTRY:
+        raise KeyError(f"unknown model {name!r}; choose one of {sorted(MODEL_REGISTRY)}")
+    return MODEL_REGISTRY[key](**kwargs)
+
+
+def list_models() -> list[str]:
+    return sorted(MODEL_REGISTRY)
