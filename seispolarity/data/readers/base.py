@@ -114,3 +114,58 @@ class Reader:
         ``sampling_rate`` and may be negative or run past the trace end: those samples are zero.
         """
         raise NotImplementedError
+
+
+def read_row_windows(dataset, rows: np.ndarray, start: np.ndarray, length: int,
+                     channels: list[int] | None = None, max_gap: int = 32,
+                     max_block_bytes: int = 64 << 20) -> np.ndarray:
+    """Read one window per row from an HDF5 dataset shaped ``(N, L)`` or ``(N, C, L)``.
+
+    Rows are sorted and grouped into runs of nearby rows; each run is one contiguous hyperslab
+    read covering only the columns its windows span, then windows are gathered in numpy. This
+    turns a shuffled batch of blocks (or a preload) into a few large reads instead of one read
+    per trace. Samples outside the trace are zero.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    start = np.asarray(start, dtype=np.int64)
+    n = len(rows)
+    three_d = dataset.ndim == 3
+    trace_len = int(dataset.shape[-1])
+    if three_d:
+        num_out = len(channels) if channels is not None else int(dataset.shape[1])
+    else:
+        num_out = 1
+    out = np.zeros((n, num_out, length), dtype=np.float32)
+    if n == 0:
+        return out
+    order = np.argsort(rows, kind="stable")
+    srows = rows[order]
+    # A new run where rows are far apart or a run would read too many bytes.
+    row_bytes = max(1, (int(dataset.shape[1]) if three_d else 1) * trace_len * 4)
+    max_rows = max(1, max_block_bytes // row_bytes)
+    breaks = np.flatnonzero(np.diff(srows) > max_gap) + 1
+    bounds = np.concatenate([[0], breaks, [n]])
+    offsets = np.arange(length)
+    for b0, b1 in zip(bounds[:-1], bounds[1:]):
+        i = int(b0)
+        while i < b1:
+            # The chunk spans fewer than max_rows rows of the file.
+            j = min(int(b1), int(np.searchsorted(srows, srows[i] + max_rows, side="left")))
+            sel = order[i:j]
+            lo, hi = int(srows[i]), int(srows[j - 1]) + 1
+            first = max(0, int(start[sel].min()))
+            last = min(trace_len, int((start[sel] + length).max()))
+            if last > first:
+                block = dataset[lo:hi, :, first:last] if three_d else dataset[lo:hi, first:last]
+                block = np.asarray(block, dtype=np.float32)
+                if not three_d:
+                    block = block[:, None, :]
+                elif channels is not None:
+                    block = block[:, channels, :]
+                idx = (start[sel] - first)[:, None] + offsets
+                valid = (idx >= 0) & (idx < last - first)
+                gather = np.clip(idx, 0, last - first - 1)[:, None, :].repeat(num_out, axis=1)
+                picked = np.take_along_axis(block[srows[i:j] - lo], gather, axis=2)
+                out[sel] = picked * valid[:, None, :]
+            i = j
+    return out

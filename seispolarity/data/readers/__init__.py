@@ -1,0 +1,25 @@
+"""Layout readers by name. ``make_reader("scsn", path)`` returns a Reader whose ``.table`` is ready."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+from .base import DataFormatError, Reader, TraceTable, read_row_windows
+from .flat import FlatReader
+
+#: name (lower case) -> callable(path, **options) -> Reader
+READERS: dict[str, Callable[..., Reader]] = {
+    "flat": partial(FlatReader, preset="flat"),
+    "synthetic": partial(FlatReader, preset="synthetic"),
+    "scsn": partial(FlatReader, preset="scsn"),
+}
+
+
+def make_reader(name: str, path, **options: Any) -> Reader:
+    key = str(name).lower()
+    if key not in READERS:
+        raise ValueError(f"unknown data set name {name!r}; choose one of {sorted(READERS)}")
+    return READERS[key](path, **options)
+
+
+__all__ = ["READERS", "make_reader", "Reader", "TraceTable", "DataFormatError", "FlatReader", "read_row_windows"]
