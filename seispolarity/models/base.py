@@ -1,7 +1,9 @@
 """The base class every polarity model derives from, and the model registry."""
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+import functools
+import inspect
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -17,9 +19,34 @@ def register_model(name: str) -> Callable[[type["PolarityModel"]], type["Polarit
             raise ValueError(f"model name {name!r} is registered twice")
         cls.registry_name = name
         MODEL_REGISTRY[name] = cls
+        _record_init_kwargs(cls)
         return cls
 
     return wrap
+
+
+def _record_init_kwargs(cls: type["PolarityModel"]) -> None:
+    """Wrap ``__init__`` so each instance remembers the arguments it was built with.
+
+    Checkpoints store ``(registry_name, init_kwargs)``, which is all a Predictor needs to rebuild
+    the model; no code is pickled.
+    """
+    original = cls.__init__
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if type(self) is cls:
+            bound = signature.bind(self, *args, **kwargs)
+            params = dict(bound.arguments)
+            params.pop("self", None)
+            for pname, param in signature.parameters.items():  # fold **kwargs into the dict
+                if param.kind is inspect.Parameter.VAR_KEYWORD and pname in params:
+                    params.update(params.pop(pname))
+            self.init_kwargs = params
+
+    cls.__init__ = __init__
 
 
 class PolarityModel(nn.Module):
@@ -90,6 +117,7 @@ class PolarityModel(nn.Module):
     def describe(self) -> dict:
         return {
             "name": self.registry_name or type(self).__name__,
+            "init_kwargs": dict(getattr(self, "init_kwargs", {})),
             "num_classes": self.num_classes,
             "input_length": self.input_length,
             "in_channels": self.in_channels,

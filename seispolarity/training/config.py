@@ -1,0 +1,127 @@
+"""TrainingConfig: every knob of a training run, validated on creation."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = (None, "none", "step", "cosine", "reduce_on_plateau")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class TrainingConfig:
+    """How to train. The fields and defaults of the docs, plus what long runs need.
+
+    The docs' fields: batch_size, num_workers, pin_memory, epochs, learning_rate, optimizer,
+    weight_decay, momentum, lr_scheduler, lr_scheduler_params, gradient_clip_value,
+    early_stopping_patience, early_stopping_min_delta, save_dir, save_every, save_best_only,
+    validation_split, validation_every, device, log_every, tensorboard_dir.
+
+    Added: seed, amp ("bf16"/"fp16"/True), resume_from (a checkpoint path), test_split,
+    class_balance ("none", "weights" for a weighted loss, "sampler" for balanced batches),
+    on_nan_loss ("error" or "skip"), deterministic, compile, show_progress, max_steps_per_epoch,
+    distributed ("auto": DDP when launched by torchrun), gradient_clip_algorithm ("norm": the
+    gradients' total norm is clipped to gradient_clip_value; "value": each element).
+
+    ``save_best_only=True`` keeps ``best.ckpt`` (and ``last.ckpt``, always written so a run can be
+    resumed); with False, ``epoch_NNN.ckpt`` is also written every ``save_every`` epochs.
+    """
+
+    batch_size: int = 256
+    num_workers: int = 4
+    pin_memory: bool = True
+    epochs: int = 50
+    learning_rate: float = 1e-4
+    optimizer: str = "adam"
+    weight_decay: float = 1e-5
+    momentum: float = 0.9
+    lr_scheduler: str | None = None
+    lr_scheduler_params: dict[str, Any] = field(default_factory=dict)
+    gradient_clip_value: float | None = None
+    early_stopping_patience: int | None = 10
+    early_stopping_min_delta: float = 1e-4
+    save_dir: str = "./checkpoints"
+    save_every: int = 5
+    save_best_only: bool = True
+    validation_split: float = 0.1
+    validation_every: int = 1
+    device: str = "cuda"
+    log_every: int = 100
+    tensorboard_dir: str | None = None
+    # beyond the docs
+    seed: int = 42
+    amp: bool | str = False
+    resume_from: str | None = None
+    test_split: float = 0.0
+    class_balance: str = "none"
+    on_nan_loss: str = "error"
+    deterministic: bool = False
+    compile: bool = False
+    show_progress: bool = True
+    distributed: bool | str = "auto"
+    gradient_clip_algorithm: str = "norm"
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        def fail(name: str, expected: str) -> None:
+            raise ValueError(f"TrainingConfig.{name}={getattr(self, name)!r}: expected {expected}")
+
+        for name in ("batch_size", "epochs", "save_every", "validation_every", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(name, "a whole number >= 1")
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            fail("num_workers", "a whole number >= 0")
+        for name in ("learning_rate",):
+            if not isinstance(getattr(self, name), (int, float)) or not getattr(self, name) > 0:
+                fail(name, "a number > 0")
+        for name in ("weight_decay", "momentum", "early_stopping_min_delta"):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) < 0:
+                fail(name, "a number >= 0")
+        self.optimizer = str(self.optimizer).lower()
+        if self.optimizer not in OPTIMIZERS:
+            fail("optimizer", f"one of {OPTIMIZERS}")
+        if isinstance(self.lr_scheduler, str):
+            self.lr_scheduler = self.lr_scheduler.lower()
+        if self.lr_scheduler in ("none", ""):
+            self.lr_scheduler = None
+        if self.lr_scheduler not in SCHEDULERS:
+            fail("lr_scheduler", f"one of {[s for s in SCHEDULERS if s]} or None")
+        self.lr_scheduler_params = dict(self.lr_scheduler_params or {})
+        if self.gradient_clip_value is not None and not self.gradient_clip_value > 0:
+            fail("gradient_clip_value", "None or a number > 0")
+        if self.early_stopping_patience is not None and (
+                not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 1):
+            fail("early_stopping_patience", "None or a whole number >= 1")
+        for name in ("validation_split", "test_split"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                fail(name, "a fraction in [0, 1)")
+        if self.validation_split + self.test_split >= 1.0:
+            fail("validation_split", "validation_split + test_split < 1")
+        self.device = str(self.device).lower()
+        if self.device.split(":")[0] not in DEVICES:
+            fail("device", f"one of {DEVICES} (optionally cuda:N)")
+        if self.amp not in (False, True, "bf16", "fp16", "none", None):
+            fail("amp", "False, True, 'bf16' or 'fp16'")
+        if self.class_balance not in ("none", "weights", "sampler"):
+            fail("class_balance", "'none', 'weights' or 'sampler'")
+        if self.on_nan_loss not in ("error", "skip"):
+            fail("on_nan_loss", "'error' or 'skip'")
+        if self.distributed not in ("auto", True, False):
+            fail("distributed", "'auto', True or False")
+        if self.gradient_clip_algorithm not in ("norm", "value"):
+            fail("gradient_clip_algorithm", "'norm' or 'value'")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            fail("max_steps_per_epoch", "None or a whole number >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"TrainingConfig has no field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**values)

@@ -1,0 +1,611 @@
+"""The training loop: one readable loop for the Python API and the Hydra runner alike.
+
+Data path: a preloaded dataset is indexed with a per-epoch permutation and batches are sliced
+from one contiguous tensor in this process; a streaming dataset hands shuffled blocks of
+contiguous rows to DataLoader workers, each returning a whole batch. Cropping, augmentation and
+normalisation then run on the whole batch, on the training device.
+
+Every random draw comes from state that a checkpoint holds (the epoch permutation is a function
+of seed and epoch; the augmentation generator and the global RNGs are saved), so a resumed run
+is bit-identical to an uninterrupted one on the CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from ..data.augment import AugmentConfig, prepare_batch
+from ..data.labels import CLASS_NAMES
+from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .config import TrainingConfig
+from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
+from .metrics import confusion_matrix, metrics_from_confusion
+from .optim import build_optimizer, build_scheduler, step_scheduler
+
+log = logging.getLogger("seispolarity.training")
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised after a signal: a resumable checkpoint has been written."""
+
+    def __init__(self, signum: int, checkpoint: str | None) -> None:
+        self.signum = signum
+        self.checkpoint = checkpoint
+        name = signal.Signals(signum).name
+        where = f"; resume with ckpt_path={checkpoint} (or TrainingConfig(resume_from=...))" if checkpoint else ""
+        super().__init__(f"training stopped by {name}; checkpoint written{where}")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A NaN or Inf loss, with the step and the batch's trace indices."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
+    """``auto`` picks cuda > mps > cpu; an unavailable device is a clear error."""
+    name = name.lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else (
+            "mps" if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={name!r} but CUDA is not available on this machine; "
+                               f"use device='cpu' or device='auto'")
+        if name == "cuda" and ctx is not None and ctx.enabled:
+            name = f"cuda:{ctx.local_rank}"
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise RuntimeError("device='mps' but MPS is not available on this machine; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+def _as_batched_dataset(ds):
+    """A torch ``Subset`` of a WaveformDataset becomes a WaveformDataset view (batched path)."""
+    if isinstance(ds, Subset) and hasattr(ds.dataset, "subset"):
+        return _as_batched_dataset(ds.dataset).subset(list(ds.indices))
+    return ds
+
+
+class _BatchRequests(Dataset):
+    """Each item is one whole batch, read by a DataLoader worker (streaming path)."""
+
+    def __init__(self, dataset, batches: list[torch.Tensor]) -> None:
+        self.dataset, self.batches = dataset, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.dataset.get_batch(self.batches[i])
+
+
+class Trainer:
+    """Train and evaluate a polarity model.
+
+    Args:
+        model: a ``PolarityModel`` (or any module mapping (B, C, L) to logits).
+        dataset: training data (a WaveformDataset; a torch ``Subset`` of one also works).
+        config: a TrainingConfig (defaults if None).
+        val_dataset / test_dataset: explicit splits; without ``val_dataset`` a
+            ``validation_split`` share is held out (event-grouped when the data has event ids).
+        optimizer / scheduler: optional factories ``f(params)`` / ``f(optimizer)`` that override
+            ``config.optimizer`` / ``config.lr_scheduler`` (the Hydra runner passes ``_partial_`` ones).
+        augment: training augmentations (an AugmentConfig); None for none.
+        extra_state: plain data stored in every checkpoint (the runner stores the resolved config).
+    """
+
+    def __init__(self, model: torch.nn.Module, dataset, config: TrainingConfig | None = None,
+                 val_dataset=None, test_dataset=None, optimizer: Callable | None = None,
+                 scheduler: Callable | None = None, augment: AugmentConfig | None = None,
+                 extra_state: dict[str, Any] | None = None) -> None:
+        self.config = config = config or TrainingConfig()
+        self.ctx = init_distributed(config.distributed, config.device)
+        self.device = resolve_device(config.device, self.ctx)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = not config.deterministic
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        seed_everything(config.seed)
+
+        dataset = _as_batched_dataset(dataset)
+        val_dataset = _as_batched_dataset(val_dataset) if val_dataset is not None else None
+        test_dataset = _as_batched_dataset(test_dataset) if test_dataset is not None else None
+        if val_dataset is None and (config.validation_split > 0 or config.test_split > 0) and hasattr(dataset, "split"):
+            dataset, val_dataset, split_test = dataset.split(config.validation_split, config.test_split, config.seed)
+            test_dataset = test_dataset if test_dataset is not None else split_test
+        self.train_dataset, self.val_dataset, self.test_dataset = dataset, val_dataset, test_dataset
+        self.batched = hasattr(dataset, "get_batch")
+
+        self.model = model.to(self.device)
+        self.input_length = int(getattr(model, "input_length", 0) or 0)
+        self.num_classes = int(getattr(model, "num_classes", 3))
+        self._check_labels_fit(dataset, "training")
+        self.augment = augment
+        self.normalize = getattr(dataset, "normalize", None)
+        self.sampling_rate = float(getattr(dataset, "sampling_rate", 100.0))
+        self.net: torch.nn.Module = self.model
+        if self.ctx.enabled:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(getattr(model, "aux_targets", ())))
+        if config.compile:
+            self.net = torch.compile(self.net)
+
+        self.optimizer = build_optimizer(self.model.parameters(), config, optimizer)
+        self.scheduler = build_scheduler(self.optimizer, config, scheduler)
+        amp = config.amp
+        self.amp_dtype = None if amp in (False, None, "none") else (torch.float16 if amp == "fp16" else torch.bfloat16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda")
+        self.class_weights = self._class_weights() if config.class_balance == "weights" else None
+        self.augment_generator = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
+        self.augment_generator.manual_seed(config.seed + 1_000_003 * self.ctx.rank)
+
+        self.epoch = 0  # completed epochs
+        self.global_step = 0
+        self.batch_in_epoch = 0  # batches of the current epoch already trained (mid-epoch resume)
+        self._epoch_sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, count of this epoch
+        self.best_val_loss = math.inf
+        self.best_metrics: dict[str, Any] = {}
+        self.bad_epochs = 0
+        self.history: list[dict[str, Any]] = []
+        self.finished = False
+        self.extra_state = dict(extra_state or {})
+        self._stop_signal: int | None = None
+        self.writer = None
+        if config.resume_from:
+            self.load_checkpoint(config.resume_from)
+
+    # -- set-up helpers ----------------------------------------------------------------------------
+    def _check_labels_fit(self, dataset, role: str) -> None:
+        labels = getattr(dataset, "labels", None)
+        if isinstance(labels, torch.Tensor) and len(labels) and int(labels.max()) >= self.num_classes:
+            raise ValueError(
+                f"the {role} data holds label {int(labels.max())} ({CLASS_NAMES[int(labels.max())]}) but the model "
+                f"has {self.num_classes} classes; for a two-class model drop unknown traces "
+                f"(WaveformDataset(unknown='drop') or data.unknown=drop)")
+
+    def _class_weights(self) -> torch.Tensor:
+        counts = torch.bincount(self.train_dataset.labels, minlength=self.num_classes).double()
+        weights = counts.sum() / (self.num_classes * counts.clamp_min(1))
+        return weights.float().to(self.device)
+
+    @property
+    def is_main(self) -> bool:
+        return self.ctx.is_main
+
+    # -- epoch order -------------------------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> list[torch.Tensor]:
+        """This rank's batches of one epoch: a function of (seed, epoch, rank) only."""
+        cfg, n = self.config, len(self.train_dataset)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        if cfg.class_balance == "sampler":
+            labels = self.train_dataset.labels
+            counts = torch.bincount(labels, minlength=self.num_classes).double()
+            order = torch.multinomial((1.0 / counts.clamp_min(1))[labels], n, replacement=True, generator=g)
+        elif self.batched and not getattr(self.train_dataset, "preloaded", True):
+            # Streaming: shuffle blocks of contiguous rows so each batch is a few large reads.
+            block = 16
+            starts = torch.randperm((n + block - 1) // block, generator=g) * block
+            order = (starts[:, None] + torch.arange(block)).flatten()
+            order = order[order < n]
+        else:
+            order = torch.randperm(n, generator=g)
+        world, rank, bs = self.ctx.world_size, self.ctx.rank, cfg.batch_size
+        global_bs = bs * world
+        batches = []
+        for a in range(0, n, global_bs):
+            chunk = order[a:a + global_bs]
+            if len(chunk) < world:
+                break  # too few traces to give every rank one
+            if len(chunk) == global_bs:
+                batches.append(chunk[rank * bs:(rank + 1) * bs])
+            else:
+                batches.append(torch.tensor_split(chunk, world)[rank])
+        if cfg.max_steps_per_epoch is not None:
+            batches = batches[:cfg.max_steps_per_epoch]
+        return batches
+
+    def _iterate(self, dataset, batches: list[torch.Tensor]):
+        """Yield batch dicts: in-process when preloaded, else through DataLoader workers."""
+        if not hasattr(dataset, "get_batch"):
+            loader = DataLoader(Subset(dataset, torch.cat(batches).tolist()) if batches else dataset,
+                                batch_size=self.config.batch_size, shuffle=False,
+                                num_workers=self.config.num_workers)
+            for x, y in loader:
+                yield {"waveforms": x, "labels": y}
+            return
+        if getattr(dataset, "preloaded", False) or self.config.num_workers == 0:
+            for idx in batches:
+                yield dataset.get_batch(idx)
+            return
+        loader = DataLoader(_BatchRequests(dataset, batches), batch_size=None, shuffle=False,
+                            num_workers=min(self.config.num_workers, max(1, len(batches))),
+                            pin_memory=self.config.pin_memory and self.device.type == "cuda",
+                            persistent_workers=False)
+        yield from loader
+
+    # -- one step --------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        nb = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
+
+    def _inputs(self, batch, train: bool):
+        length = self.input_length or batch["waveforms"].shape[-1]
+        return prepare_batch(batch, length, self.normalize, self.augment if train else None,
+                             self.augment_generator, self.sampling_rate)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, aux: torch.Tensor | None) -> torch.Tensor:
+        loss = F.cross_entropy(logits.float(), labels, weight=self.class_weights)
+        return loss + aux.float() if aux is not None else loss
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """One optimiser step on one batch; returns (loss, correct, count) as tensors (no sync)."""
+        cfg = self.config
+        batch = self._to_device(batch)
+        x, labels, targets = self._inputs(batch, train=True)
+        with self._autocast():
+            logits, aux = self.net(x, targets) if getattr(self.model, "aux_targets", None) is not None else (self.net(x), None)
+            loss = self._loss(logits, labels, aux)
+        if not bool(torch.isfinite(loss)):
+            indices = batch.get("index")
+            rows = indices.tolist()[:20] if indices is not None else []
+            message = (f"non-finite loss {float(loss)} at step {self.global_step} (epoch {self.epoch + 1}); "
+                       f"batch trace indices {rows}{'...' if indices is not None and len(indices) > 20 else ''}")
+            if cfg.on_nan_loss == "error":
+                raise NonFiniteLossError(message + "; the last good checkpoint is untouched (on_nan_loss=skip skips such batches)")
+            log.warning("skipped batch: %s", message)
+            self.optimizer.zero_grad(set_to_none=True)
+            return loss.detach() * 0, torch.zeros((), device=self.device), 0
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.gradient_clip_value is not None:
+            self.scaler.unscale_(self.optimizer)
+            if cfg.gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(self.model.parameters(), cfg.gradient_clip_value)
+            else:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.gradient_clip_value)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.global_step += 1
+        correct = (logits.detach().argmax(dim=1) == labels).sum()
+        return loss.detach() * len(labels), correct, len(labels)
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        """Train for ``config.epochs`` (or until early stopping); returns history and best metrics."""
+        cfg = self.config
+        if self.finished:
+            log.info("run already finished at epoch %d; nothing to train", self.epoch)
+            return self.result()
+        self._open_writer()
+        previous = self._install_signal_handlers()
+        log.info("training %s (%d parameters) on %d traces (val %s) for %d epochs on %s%s",
+                 type(self.model).__name__, sum(p.numel() for p in self.model.parameters()),
+                 len(self.train_dataset), len(self.val_dataset) if self.val_dataset is not None else 0,
+                 cfg.epochs, self.device, f", {self.ctx.world_size} processes" if self.ctx.enabled else "")
+        try:
+            while self.epoch < cfg.epochs and not self.finished:
+                self._train_one_epoch()
+                if self.finished:
+                    break
+        finally:
+            self._restore_signal_handlers(previous)
+            if self.writer is not None:
+                self.writer.flush()
+        self.finished = True
+        if self.is_main and cfg.save_dir:
+            self.save_checkpoint(os.path.join(cfg.save_dir, "last.ckpt"))
+        barrier(self.ctx)
+        return self.result()
+
+    def _train_one_epoch(self) -> None:
+        cfg = self.config
+        epoch = self.epoch + 1
+        self.model.train()
+        batches = self.epoch_batches(epoch)
+        skip = self.batch_in_epoch
+        sums = self._epoch_sums.to(self.device)
+        started = time.perf_counter()
+        bar = self._progress(len(batches), f"epoch {epoch}/{cfg.epochs}", initial=skip)
+        for i, batch in enumerate(self._iterate(self.train_dataset, batches[skip:]), start=skip):
+            loss_sum, correct, count = self.train_step(batch)
+            sums += torch.stack([loss_sum.double(), correct.double(), torch.tensor(count, dtype=torch.float64, device=self.device)])
+            self.batch_in_epoch = i + 1
+            if bar is not None:
+                bar.update(1)
+            if self.global_step % cfg.log_every == 0:
+                mean = (sums[0] / sums[2].clamp_min(1)).item()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean:.4f}")
+                log.info("epoch %d step %d loss %.4f", epoch, self.global_step, mean)
+                if self.writer is not None:
+                    self.writer.add_scalar("Loss/train_step", mean, self.global_step)
+            if self._should_stop():
+                self._epoch_sums = sums.cpu()
+                path = self._interrupt_checkpoint()
+                raise TrainingInterrupted(self._stop_signal or signal.SIGTERM, path)
+        if bar is not None:
+            bar.close()
+        all_reduce_sum(sums, self.ctx)
+        elapsed = time.perf_counter() - started
+        train_loss = float(sums[0] / sums[2].clamp_min(1))
+        record: dict[str, Any] = {
+            "epoch": epoch, "train_loss": train_loss, "train_accuracy": float(sums[1] / sums[2].clamp_min(1)),
+            "lr": float(self.optimizer.param_groups[0]["lr"]), "step": self.global_step,
+            "samples_per_second": float(sums[2]) / max(elapsed, 1e-9), "epoch_seconds": elapsed,
+        }
+        self.epoch, self.batch_in_epoch = epoch, 0
+        self._epoch_sums = torch.zeros(3, dtype=torch.float64)
+        val_loss = None
+        if self.val_dataset is not None and len(self.val_dataset) and epoch % cfg.validation_every == 0:
+            val = self.evaluate(self.val_dataset)
+            val_loss = val["loss"]
+            record.update({f"val_{k}": v for k, v in val.items() if k in ("loss", "accuracy", "macro_f1", "updown_accuracy")})
+            record["val_metrics"] = val
+            improved = val_loss < self.best_val_loss - cfg.early_stopping_min_delta
+            if improved:
+                self.best_val_loss, self.bad_epochs = val_loss, 0
+                self.best_metrics = {"epoch": epoch, **{f"val_{k}": v for k, v in val.items()}}
+            else:
+                self.bad_epochs += 1
+            record["best"] = improved
+            if self.writer is not None:
+                self._log_eval_scalars("Val", val, epoch)
+                self.writer.add_scalar("Loss/val", val_loss, epoch)
+                self.writer.add_scalar("Accuracy/val", val["accuracy"], epoch)
+        step_scheduler(self.scheduler, val_loss)
+        self.history.append(record)
+        if self.writer is not None:
+            self.writer.add_scalar("Loss/train", train_loss, epoch)
+            self.writer.add_scalar("Accuracy/train", record["train_accuracy"], epoch)
+            self.writer.add_scalar("LR", record["lr"], epoch)
+        log.info("epoch %d/%d: train loss %.4f acc %.4f%s (%.0f samples/s)", epoch, cfg.epochs, train_loss,
+                 record["train_accuracy"],
+                 f", val loss {val_loss:.4f} acc {record['val_accuracy']:.4f}" if val_loss is not None else "",
+                 record["samples_per_second"])
+        stop = (cfg.early_stopping_patience is not None and val_loss is not None
+                and self.bad_epochs >= cfg.early_stopping_patience)
+        if stop:
+            log.info("early stopping after epoch %d: no validation improvement for %d epochs", epoch, self.bad_epochs)
+            self.finished = True
+        if self.is_main and cfg.save_dir:
+            if record.get("best"):
+                self.save_checkpoint(os.path.join(cfg.save_dir, "best.ckpt"))
+            if not cfg.save_best_only and epoch % cfg.save_every == 0:
+                self.save_checkpoint(os.path.join(cfg.save_dir, f"epoch_{epoch:03d}.ckpt"))
+            self.save_checkpoint(os.path.join(cfg.save_dir, "last.ckpt"))
+
+    # -- evaluation --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, dataset=None, return_predictions: bool = False, batch_size: int | None = None) -> dict[str, Any]:
+        """Metrics on a dataset (default: the test split): loss, accuracy, per-class precision /
+        recall / F1 / support, macro F1, up/down accuracy and the confusion matrix.
+
+        Traces whose label the model cannot output (unknown, for a two-class model) are left out
+        and counted under ``excluded_unknown``. Under DDP each rank scores a shard and the sums are
+        reduced. ``return_predictions`` adds per-trace ``predictions``, ``probabilities``, ``labels``
+        and ``indices`` (numpy).
+        """
+        dataset = _as_batched_dataset(dataset if dataset is not None else self.test_dataset)
+        if dataset is None:
+            raise ValueError("evaluate() needs a dataset (no test split was configured)")
+        was_training = self.model.training
+        self.model.eval()
+        bs = batch_size or self.config.batch_size
+        n = len(dataset)
+        shard = torch.arange(n)[self.ctx.rank::self.ctx.world_size] if self.ctx.enabled else torch.arange(n)
+        batches = list(torch.split(shard, bs))
+        k = self.num_classes
+        cm = torch.zeros(k, k, dtype=torch.long, device=self.device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        excluded = torch.zeros((), dtype=torch.long, device=self.device)
+        preds, probs, labels_all, idx_all = [], [], [], []
+        for b, batch in zip(batches, self._iterate(dataset, batches)):
+            batch = self._to_device(batch)
+            x, labels, _ = self._inputs(batch, train=False)
+            with self._autocast():
+                logits = self.model(x).float()
+            keep = labels < k
+            excluded += (~keep).sum()
+            lk, yk = logits[keep], labels[keep]
+            if len(yk):
+                loss_sum += F.cross_entropy(lk, yk, reduction="sum").double()
+                cm += confusion_matrix(yk, lk.argmax(dim=1), k)
+            if return_predictions:
+                p = torch.softmax(logits, dim=1)
+                preds.append(p.argmax(dim=1).cpu())
+                probs.append(p.cpu())
+                labels_all.append(labels.cpu())
+                idx_all.append(b)
+        all_reduce_sum(cm, self.ctx)
+        all_reduce_sum(loss_sum, self.ctx)
+        all_reduce_sum(excluded, self.ctx)
+        if was_training:
+            self.model.train()
+        metrics = metrics_from_confusion(cm.cpu(), CLASS_NAMES[:k])
+        metrics["loss"] = float(loss_sum / max(1, int(cm.sum())))
+        metrics["excluded_unknown"] = int(excluded)
+        if return_predictions:
+            metrics["predictions"] = torch.cat(preds).numpy() if preds else np.zeros(0, np.int64)
+            metrics["probabilities"] = torch.cat(probs).numpy() if probs else np.zeros((0, k), np.float32)
+            metrics["labels"] = torch.cat(labels_all).numpy() if labels_all else np.zeros(0, np.int64)
+            metrics["indices"] = torch.cat(idx_all).numpy() if idx_all else np.zeros(0, np.int64)
+        return metrics
+
+    def test(self) -> dict[str, Any] | None:
+        if self.test_dataset is None:
+            return None
+        metrics = self.evaluate(self.test_dataset)
+        if self.writer is not None:
+            self._log_eval_scalars("Test", metrics, self.epoch)
+        return metrics
+
+    def _log_eval_scalars(self, prefix: str, metrics: dict[str, Any], step: int) -> None:
+        self.writer.add_scalar(f"{prefix}/accuracy", metrics["accuracy"], step)
+        self.writer.add_scalar(f"{prefix}/loss", metrics["loss"], step)
+        for name in ("precision", "recall", "f1"):
+            for cls, value in metrics[name].items():
+                self.writer.add_scalar(f"{prefix}/{name}_{cls}", value, step)
+
+    def result(self) -> dict[str, Any]:
+        return {"history": self.history, "best": self.best_metrics, "epochs_trained": self.epoch,
+                "global_step": self.global_step, "best_val_loss": self.best_val_loss}
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        last_val = next((h for h in reversed(self.history) if "val_loss" in h), None)
+        describe = self.model.describe() if hasattr(self.model, "describe") else {"name": type(self.model).__name__}
+        return {
+            "epoch": self.epoch, "global_step": self.global_step, "batch_in_epoch": self.batch_in_epoch,
+            "epoch_sums": self._epoch_sums.clone(),
+            "model_state_dict": self.model.state_dict(),
+            "optimizer_state_dict": self.optimizer.state_dict(),
+            "scheduler_state_dict": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler_state_dict": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "loss": last_val["val_loss"] if last_val else (self.history[-1]["train_loss"] if self.history else None),
+            "accuracy": last_val["val_accuracy"] if last_val else None,
+            "rng": capture_rng_state(), "augment_rng": self.augment_generator.get_state(),
+            "early_stopping": {"best_val_loss": self.best_val_loss, "bad_epochs": self.bad_epochs},
+            "best_metrics": _plain(self.best_metrics), "history": _plain(self.history), "finished": self.finished,
+            "training_config": self.config.to_dict(), "model": describe,
+            "label_map": getattr(self.train_dataset, "label_map", None),
+            "data": {"window_length": getattr(self.train_dataset, "window_length", None),
+                     "normalize": self.normalize, "sampling_rate": self.sampling_rate,
+                     "num_channels": getattr(self.train_dataset, "num_channels", None)},
+            **self.extra_state,
+        }
+
+    def save_checkpoint(self, path: str) -> str:
+        return save_checkpoint(self.state_dict(), path)
+
+    def load_checkpoint(self, path: str, weights_only_model: bool = False) -> dict[str, Any]:
+        """Restore the full state (model, optimiser, scheduler, scaler, counters, RNGs, early stopping)."""
+        state = load_checkpoint(path, map_location=self.device)
+        try:
+            self.model.load_state_dict(state["model_state_dict"])
+        except RuntimeError as exc:
+            raise RuntimeError(f"{path}: checkpoint does not fit {type(self.model).__name__}: "
+                               f"{str(exc).splitlines()[0]}") from None
+        if weights_only_model:
+            return state
+        self.optimizer.load_state_dict(state["optimizer_state_dict"])
+        if self.scheduler is not None and state.get("scheduler_state_dict") is not None:
+            self.scheduler.load_state_dict(state["scheduler_state_dict"])
+        if state.get("scaler_state_dict") is not None:
+            self.scaler.load_state_dict(state["scaler_state_dict"])
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        self._epoch_sums = state.get("epoch_sums", torch.zeros(3, dtype=torch.float64)).cpu().double()
+        es = state.get("early_stopping", {})
+        self.best_val_loss = float(es.get("best_val_loss", math.inf))
+        self.bad_epochs = int(es.get("bad_epochs", 0))
+        self.best_metrics = dict(state.get("best_metrics") or {})
+        self.history = list(state.get("history") or [])
+        self.finished = bool(state.get("finished", False))
+        if "rng" in state:
+            restore_rng_state(state["rng"])
+        if "augment_rng" in state and not self.ctx.enabled:
+            self.augment_generator.set_state(state["augment_rng"].cpu())
+        log.info("resumed from %s at epoch %d, step %d%s", path, self.epoch, self.global_step,
+                 f" (batch {self.batch_in_epoch} of epoch {self.epoch + 1})" if self.batch_in_epoch else "")
+        return state
+
+    # -- signals -----------------------------------------------------------------------------------
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+            if sig is None:
+                continue
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._on_signal)
+        return previous
+
+    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+        if self._stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self._stop_signal = signum
+        log.warning("received %s: stopping at the next step boundary", signal.Signals(signum).name)
+
+    def _should_stop(self) -> bool:
+        flag = self._stop_signal is not None
+        if self.ctx.enabled:
+            box = torch.tensor([1.0 if flag else 0.0], device=self.device)
+            all_reduce_sum(box, self.ctx)
+            flag = bool(box.item() > 0)
+            if flag and self._stop_signal is None:
+                self._stop_signal = signal.SIGTERM
+        return flag
+
+    def _interrupt_checkpoint(self) -> str | None:
+        path = None
+        if self.config.save_dir:
+            path = os.path.join(self.config.save_dir, "last.ckpt")
+            if self.is_main:
+                self.save_checkpoint(path)
+                log.warning("checkpoint written to %s (epoch %d, batch %d)", path, self.epoch + 1, self.batch_in_epoch)
+        barrier(self.ctx)
+        if self.writer is not None:
+            self.writer.flush()
+        return path
+
+    # -- logging sinks -----------------------------------------------------------------------------
+    def _open_writer(self) -> None:
+        if self.writer is None and self.config.tensorboard_dir and self.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=self.config.tensorboard_dir, purge_step=self.epoch + 1 if self.epoch else None)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def _progress(self, total: int, desc: str, initial: int = 0):
+        if not (self.config.show_progress and self.is_main and sys.stderr.isatty()):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, initial=initial, leave=False, dynamic_ncols=True)
+
+
+def _plain(value):
+    """Drop numpy types so checkpoints stay loadable with weights_only=True."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
