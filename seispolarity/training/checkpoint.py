@@ -29,6 +29,9 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> str:
     state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
         with os.fdopen(fd, "wb") as fh:
             torch.save(state, fh)
             fh.flush()

@@ -1,0 +1,231 @@
+"""Structured-config schemas for the Hydra runner (the one library module that imports Hydra).
+
+Each option in ``conf/<group>/<option>.yaml`` starts from a schema stored here in the ConfigStore
+under ``schema/<group>/<option>`` (a group of its own, so schemas stay out of the user's option
+lists). Schemas for models, data sets, the trainer and augmentations are derived from the Python
+signatures they configure, so a new constructor argument is a new, type-checked config key with
+no second definition to keep in step. Bad overrides (``lr=abc``, ``trainer.epochs=1.5``,
+``optimizer.momentum=0.9`` with Adam) therefore fail at compose time with Hydra's own message.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import II, MISSING
+
+_SIMPLE = (int, float, str, bool)
+
+
+def _omegaconf_type(tp: Any) -> Any:
+    """Map a Python annotation to one OmegaConf can validate (else ``Any``)."""
+    if tp in _SIMPLE:
+        return tp
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and len(rest) < len(args):
+            inner = _omegaconf_type(rest[0])
+            return Any if inner is Any else Optional[inner]
+        return Any
+    if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
+        inner = [a for a in args if a is not Ellipsis]
+        elem = _omegaconf_type(inner[0]) if len(set(inner)) == 1 else Any
+        return List[elem if elem in _SIMPLE else Any]
+    if origin in (dict, typing.Mapping) or tp is dict:
+        return Dict[str, Any]
+    return Any
+
+
+def _field(tp: Any, default: Any) -> tuple[Any, Any]:
+    if isinstance(default, type) and dataclasses.is_dataclass(default):
+        return tp, field(default_factory=default)
+    if isinstance(default, (list, tuple)):
+        value = list(default)
+        return tp, field(default_factory=lambda v=value: list(v))
+    if isinstance(default, dict):
+        value = dict(default)
+        return tp, field(default_factory=lambda v=value: dict(v))
+    return tp, field(default=default)
+
+
+def schema_from_callable(name: str, target: Callable | str, *sources: Callable, exclude: tuple[str, ...] = (),
+                         overrides: dict[str, tuple[Any, Any]] | None = None, partial: bool = False) -> type:
+    """A dataclass with ``_target_`` and one typed field per keyword parameter of ``sources``.
+
+    ``overrides`` maps a field name to ``(type, default)`` (e.g. an interpolation), and may add
+    fields; ``exclude`` drops parameters the runner fills in itself.
+    """
+    overrides = dict(overrides or {})
+    target_path = target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
+    fields_: dict[str, tuple[Any, Any]] = {"_target_": (str, field(default=target_path))}
+    if partial:
+        fields_["_partial_"] = (bool, field(default=True))
+    for source in sources:
+        if dataclasses.is_dataclass(source):
+            hints = typing.get_type_hints(source)
+            params = [(f.name, hints.get(f.name, Any),
+                       f.default if f.default is not dataclasses.MISSING else
+                       (f.default_factory() if f.default_factory is not dataclasses.MISSING else MISSING))
+                      for f in dataclasses.fields(source)]
+        else:
+            fn = source.__init__ if inspect.isclass(source) else source
+            hints = typing.get_type_hints(inspect.unwrap(fn))
+            params = [(p.name, hints.get(p.name, Any), MISSING if p.default is p.empty else p.default)
+                      for p in inspect.signature(inspect.unwrap(fn)).parameters.values()
+                      if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        for pname, tp, default in params:
+            if pname in exclude or pname in fields_:
+                continue
+            fields_[pname] = _field(_omegaconf_type(tp), default)
+    for pname, (tp, default) in overrides.items():
+        fields_[pname] = _field(tp, default)
+    return dataclasses.make_dataclass(name, [(k, t, f) for k, (t, f) in fields_.items()])
+
+
+# -- optimizers and schedulers (partial factories; torch's own signatures are too loose to derive) --
+@dataclass
+class AdamSchema:
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = II("lr")
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 1e-5
+    amsgrad: bool = False
+
+
+@dataclass
+class AdamWSchema(AdamSchema):
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 1e-2
+
+
+@dataclass
+class SGDSchema:
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    lr: float = II("lr")
+    momentum: float = 0.9
+    dampening: float = 0.0
+    weight_decay: float = 1e-5
+    nesterov: bool = False
+
+
+@dataclass
+class StepLRSchema:
+    _target_: str = "torch.optim.lr_scheduler.StepLR"
+    _partial_: bool = True
+    step_size: int = 10
+    gamma: float = 0.1
+
+
+@dataclass
+class CosineSchema:
+    _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
+    _partial_: bool = True
+    T_max: int = II("trainer.epochs")
+    eta_min: float = 0.0
+
+
+@dataclass
+class PlateauSchema:
+    _target_: str = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+    _partial_: bool = True
+    mode: str = "min"
+    factor: float = 0.1
+    patience: int = 5
+    threshold: float = 1e-4
+    min_lr: float = 0.0
+
+
+# Fields of TrainingConfig that other groups own under Hydra (optimizer, scheduler, lr, ckpt_path).
+TRAINER_EXCLUDED = ("learning_rate", "optimizer", "weight_decay", "momentum", "lr_scheduler",
+                    "lr_scheduler_params", "resume_from")
+
+
+@dataclass
+class PathsSchema:
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    cache_dir: str = MISSING
+    log_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class RunSchema:
+    """The top level of ``conf/train.yaml``."""
+
+    task_name: str = "train"
+    seed: int = 42
+    lr: float = 1e-3
+    train: bool = True
+    test: bool = True
+    ckpt_path: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    objective: str = "val_accuracy"
+    data: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = None
+    trainer: Any = MISSING
+    augment: Any = None
+    paths: PathsSchema = field(default_factory=PathsSchema)
+    report: Any = None
+
+
+def _data_schemas() -> dict[str, type]:
+    from .data import dataset, presets
+    from .data.readers import READERS
+    from .data.synthetic import SyntheticConfig
+
+    common = {"unknown": (str, "auto"), "test_path": (Optional[str], None),
+              "filters": (Dict[str, Any], {}), "label_map": (Optional[Dict[str, Any]], None)}
+    runner_filled = ("window_length", "max_shift", "reader_options", "preset")
+    out = {}
+    knobs = schema_from_callable("SyntheticKnobs", "builtins.dict", SyntheticConfig)
+    out["synthetic"] = schema_from_callable(
+        "SyntheticDataSchema", presets.synthetic_dataset, presets.synthetic_dataset, dataset.WaveformDataset,
+        exclude=runner_filled + ("path", "name", "knobs"),
+        overrides={**common, "knobs": (knobs, knobs)})
+    for name, factory in READERS.items():
+        if name == "synthetic":
+            continue
+        reader_cls = getattr(factory, "func", factory)
+        out[name] = schema_from_callable(
+            f"{name.title()}DataSchema", dataset.WaveformDataset, dataset.WaveformDataset, reader_cls,
+            exclude=runner_filled, overrides={**common, "path": (str, MISSING), "name": (str, name)})
+    return out
+
+
+def register_configs() -> None:
+    """Store every schema in Hydra's ConfigStore (idempotent)."""
+    from .data.augment import AugmentConfig
+    from .models import MODEL_REGISTRY
+    from .training.config import TrainingConfig
+
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunSchema)
+    for name, node in (("adam", AdamSchema), ("adamw", AdamWSchema), ("sgd", SGDSchema)):
+        cs.store(group="schema/optimizer", name=name, node=node)
+    for name, node in (("step", StepLRSchema), ("cosine", CosineSchema), ("reduce_on_plateau", PlateauSchema)):
+        cs.store(group="schema/scheduler", name=name, node=node)
+    for name, cls in MODEL_REGISTRY.items():
+        cs.store(group="schema/model", name=name, node=schema_from_callable(f"{cls.__name__}Schema", cls, cls))
+    for name, node in _data_schemas().items():
+        cs.store(group="schema/data", name=name, node=node)
+    trainer = schema_from_callable(
+        "TrainerSchema", TrainingConfig, TrainingConfig, exclude=TRAINER_EXCLUDED,
+        overrides={"seed": (int, II("seed")), "device": (str, "auto"),
+                   "save_dir": (Optional[str], "${paths.output_dir}/checkpoints"),
+                   "tensorboard_dir": (Optional[str], "${paths.output_dir}/tensorboard"),
+                   "amp": (Any, False), "distributed": (Any, "auto")})
+    cs.store(group="schema/trainer", name="default", node=trainer)
+    cs.store(group="schema/augment", name="default", node=schema_from_callable("AugmentSchema", AugmentConfig, AugmentConfig))

@@ -1,0 +1,263 @@
+"""What ``train.py`` does with a composed config: build the pieces, run them, write the run folder.
+
+The library below knows nothing of Hydra; this module turns a config into library calls
+(``WaveformDataset``, a model, ``TrainingConfig``, ``Trainer``) and writes what DESIGN.md
+section 6 lists into the run folder: resolved ``config.yaml``, ``metrics.json``, checkpoints and
+TensorBoard events (the Trainer writes those two), and ``train.log`` (Hydra's file handler).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.utils import instantiate, to_absolute_path
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .config import TRAINER_EXCLUDED
+from .training import Trainer, TrainingConfig, seed_everything
+from .training.checkpoint import load_checkpoint
+
+log = logging.getLogger("seispolarity.runner")
+
+
+def output_dir() -> Path:
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # composed without @hydra.main (tests using the compose API)
+        return Path.cwd()
+
+
+def _resolve_lr(cfg: DictConfig) -> None:
+    """``optimizer.lr`` set explicitly wins over the top-level ``lr``; keep the two in step."""
+    opt_lr = cfg.optimizer.get("lr") if cfg.get("optimizer") is not None else None
+    if opt_lr is not None and float(opt_lr) != float(cfg.lr):
+        log.warning("optimizer.lr=%s differs from lr=%s: the optimizer's value is used", opt_lr, cfg.lr)
+        cfg.lr = float(opt_lr)
+
+
+def build_model(cfg: DictConfig):
+    return instantiate(cfg.model)
+
+
+def build_datasets(cfg: DictConfig, model, augment) -> tuple[Any, Any]:
+    """The training data (validation and test are split from it by the Trainer) and, where the
+    data set ships its own test file (``data.test_path``), that file as the test set."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    test_path = data_cfg.pop("test_path", None)
+    if data_cfg.get("unknown") == "auto":
+        data_cfg["unknown"] = "drop" if model.num_classes == 2 else "keep"
+        if model.num_classes == 2:
+            log.info("two-class model: traces labelled unknown are dropped (data.unknown=keep to refuse)")
+    for key in ("path", "cache_dir"):
+        if data_cfg.get(key):
+            data_cfg[key] = to_absolute_path(data_cfg[key])
+    data_cfg["window_length"] = int(model.input_length)
+    data_cfg["max_shift"] = int(augment.max_shift) if augment is not None else 0
+    dataset = instantiate(data_cfg, _convert_="all")
+    test_dataset = None
+    if test_path:
+        data_cfg["path"] = to_absolute_path(test_path)
+        test_dataset = instantiate(data_cfg, _convert_="all")
+    return dataset, test_dataset
+
+
+def training_config(cfg: DictConfig) -> TrainingConfig:
+    values = OmegaConf.to_container(cfg.trainer, resolve=True)
+    values.pop("_target_", None)
+    opt = cfg.optimizer
+    values.update(learning_rate=float(cfg.lr),
+                  optimizer=str(opt._target_).rsplit(".", 1)[-1].lower() if opt is not None else "adam",
+                  weight_decay=float(opt.get("weight_decay", 0.0)) if opt is not None else 0.0,
+                  momentum=float(opt.get("momentum", 0.0) or 0.0) if opt is not None else 0.0)
+    if values["optimizer"] not in ("adam", "adamw", "sgd"):
+        values["optimizer"] = "adam"  # a custom torch.optim class: the factory is what counts
+    if cfg.get("ckpt_path") and cfg.get("train"):
+        values["resume_from"] = to_absolute_path(cfg.ckpt_path)
+    assert not set(TRAINER_EXCLUDED) & set(cfg.trainer) - {"_target_"}
+    return TrainingConfig(**values)
+
+
+def summarize(result: dict, test: dict | None, trainer: Trainer) -> dict[str, Any]:
+    """The flat numbers a sweep table and the objective read."""
+    history = result.get("history") or []
+    last = history[-1] if history else {}
+    best = result.get("best") or {}
+    summary: dict[str, Any] = {
+        "epochs": result.get("epochs_trained", 0),
+        "train_loss": last.get("train_loss"), "train_accuracy": last.get("train_accuracy"),
+        "val_loss": best.get("val_loss"), "val_accuracy": best.get("val_accuracy"),
+        "val_macro_f1": best.get("val_macro_f1"), "val_updown_accuracy": best.get("val_updown_accuracy"),
+        "best_epoch": best.get("epoch"),
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "samples_per_second": last.get("samples_per_second"),
+    }
+    if test:
+        summary.update({f"test_{k}": test[k] for k in ("loss", "accuracy", "macro_f1", "updown_accuracy")})
+        summary["test_excluded_unknown"] = test.get("excluded_unknown", 0)
+    return summary
+
+
+def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float:
+    name = cfg.objective
+    if name not in summary:
+        raise KeyError(f"objective={name!r} is not a run metric; choose one of {sorted(summary)}")
+    value = summary[name]
+    if value is None:  # e.g. val_accuracy without validation: fall back to the test metric
+        fallback = name.replace("val_", "test_")
+        value = summary.get(fallback)
+        log.warning("objective %s is not available for this run; using %s=%s", name, fallback, value)
+    return float("nan") if value is None else float(value)
+
+
+def run(cfg: DictConfig) -> float:
+    """Train and/or test as the config says; write the run folder; return the objective."""
+    out = output_dir()
+    try:
+        return _run(cfg, out)
+    except Exception:
+        log.error("run failed:\n%s", traceback.format_exc())
+        raise
+
+
+def _run(cfg: DictConfig, out: Path) -> float:
+    _resolve_lr(cfg)
+    seed_everything(int(cfg.seed))
+    model = build_model(cfg)
+    augment = instantiate(cfg.augment) if cfg.get("augment") is not None else None
+    dataset, test_dataset = build_datasets(cfg, model, augment)
+    tconfig = training_config(cfg)
+    if not cfg.train:
+        tconfig.validation_split = 0.0
+        tconfig.test_split = 0.0 if test_dataset is None else tconfig.test_split
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    trainer = Trainer(
+        model=model, dataset=dataset, config=tconfig, test_dataset=test_dataset,
+        optimizer=instantiate(cfg.optimizer, _convert_="all") if cfg.optimizer is not None else None,
+        scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") is not None else None,
+        augment=augment, extra_state={"run_config": resolved})
+    if trainer.is_main:
+        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        log.info("run folder: %s", out)
+        log.info("data: %r", dataset)
+    result = trainer.result()
+    if cfg.train:
+        result = trainer.train()
+    test_metrics = None
+    if cfg.test or not cfg.train:
+        if cfg.train:
+            best = Path(tconfig.save_dir or "") / "best.ckpt"
+            if best.is_file():
+                trainer.model.load_state_dict(load_checkpoint(best)["model_state_dict"])
+                log.info("testing the best checkpoint (%s)", best)
+        elif cfg.ckpt_path:
+            trainer.load_checkpoint(to_absolute_path(cfg.ckpt_path), weights_only_model=True)
+            log.info("evaluating %s", cfg.ckpt_path)
+        eval_set = trainer.test_dataset if trainer.test_dataset is not None else (
+            None if cfg.train else trainer.train_dataset)
+        if eval_set is not None:
+            test_metrics = trainer.evaluate(eval_set)
+            if trainer.writer is not None:
+                trainer._log_eval_scalars("Test", test_metrics, trainer.epoch)
+    trainer.close()
+    summary = summarize(result, test_metrics, trainer)
+    value = objective_value(cfg, summary)
+    if trainer.is_main:
+        payload = {"objective": {"name": cfg.objective, "value": value}, "summary": summary,
+                   "best": result.get("best"), "test": test_metrics,
+                   "history": [{k: v for k, v in h.items() if k != "val_metrics"} for h in result.get("history", [])],
+                   "run_dir": str(out), "tags": list(cfg.tags)}
+        _write_json(out / "metrics.json", payload)
+        acc = summary.get("test_accuracy")
+        print(f"run folder: {out}\n" + (f"test accuracy: {acc:.4f}" if acc is not None else
+                                          f"{cfg.objective}: {value:.4f}"), flush=True)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return value
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and math.isinf(value):
+        return None
+    return str(value)
+
+
+# -- sweeps ------------------------------------------------------------------------------------------
+def collect_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job folder of a multirun: its number, overrides, status and summary metrics."""
+    rows = []
+    for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
+        row: dict[str, Any] = {"job": int(job.name), "overrides": " ".join(str(o) for o in overrides)}
+        metrics_file = job / "metrics.json"
+        if metrics_file.is_file():
+            metrics = json.loads(metrics_file.read_text())
+            row["status"] = "ok"
+            row["objective"] = metrics["objective"]["value"]
+            row.update(metrics.get("summary", {}))
+        else:
+            row["status"] = "failed"
+        rows.append(row)
+    return rows
+
+
+def write_sweep_summary(sweep_dir: Path, objective: str | None = None, maximize: bool = True) -> list[dict]:
+    """``summary.csv`` and ``summary.md`` at the sweep root, ranked by the objective."""
+    rows = collect_sweep(sweep_dir)
+    if not rows:
+        return rows
+    key = "objective"
+    rows.sort(key=lambda r: (r.get(key) is None or (isinstance(r.get(key), float) and math.isnan(r[key])),
+                             -(r.get(key) or 0.0) if maximize else (r.get(key) or 0.0)))
+    columns = ["rank", "job", "overrides", "status", "objective"]
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    for i, row in enumerate(rows, 1):
+        row["rank"] = i
+    with open(sweep_dir / "summary.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    shown = [c for c in columns if c in ("rank", "job", "overrides", "status", "objective", "val_accuracy",
+                                         "val_updown_accuracy", "test_accuracy", "test_updown_accuracy",
+                                         "test_macro_f1", "epochs", "parameters")]
+
+    def fmt(v):
+        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    lines = [f"# Sweep summary ({objective or 'objective'}, {'higher' if maximize else 'lower'} is better)", "",
+             "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in shown) + " |" for r in rows]
+    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+class SweepSummary(Callback):
+    """Hydra callback: after a multirun, write the summary table at the sweep root."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        objective = config.get("objective", "objective")
+        maximize = not str(objective).endswith("loss")
+        rows = write_sweep_summary(sweep_dir, objective, maximize)
+        if rows:
+            print(f"sweep summary: {sweep_dir / 'summary.md'}", flush=True)

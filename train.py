@@ -1,0 +1,34 @@
+"""Train and evaluate a polarity model: `python train.py [group=option ...] [key=value ...]`.
+
+Examples:
+    python train.py                                   # synthetic data, PPNet, train + test
+    python train.py model=ross optimizer=sgd lr=1e-3
+    python train.py -m model=ross,ppnet seed=1,2,3    # a sweep, with a summary table
+    python train.py train=false ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt
+See README.md and conf/ for every option.
+"""
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+os.environ.setdefault("SEISPOLARITY_ROOT", ROOT)
+
+from seispolarity.config import register_configs  # noqa: E402
+from seispolarity.launch import prepare_argv  # noqa: E402
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    from seispolarity.runner import run
+
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    sys.argv = prepare_argv(sys.argv)
+    main()
