@@ -1,0 +1,37 @@
+# Set-up and everyday commands. `make run` and `make test` install what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+# A CPU build is enough for the tests; on a GPU machine use e.g. `make run TORCH=torch`.
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.seispolarity-installed
+
+.PHONY: install run test test-slow bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run the default job (synthetic data, PPNet, train + test); pass overrides with ARGS="model=ross ..."
+run: install
+	$(BIN)/python train.py $(ARGS)
+
+## the test suite (slow checks are deselected; see test-slow)
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## the slow checks too (long sweeps, big benchmarks)
+test-slow: install
+	$(BIN)/python -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+## throughput benchmark (see benchmarks/README.md)
+bench: install
+	$(BIN)/python benchmarks/throughput.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) outputs data/cache .pytest_cache
