@@ -5,13 +5,20 @@ from functools import partial
 from typing import Any, Callable
 
 from .base import DataFormatError, Reader, TraceTable, read_row_windows
+from .diting import DiTingReader
 from .flat import FlatReader
+from .seisbench import SeisBenchReader
 
 #: name (lower case) -> callable(path, **options) -> Reader
 READERS: dict[str, Callable[..., Reader]] = {
     "flat": partial(FlatReader, preset="flat"),
     "synthetic": partial(FlatReader, preset="synthetic"),
     "scsn": partial(FlatReader, preset="scsn"),
+    "instance": partial(SeisBenchReader, preset="instance"),
+    "pnw": partial(SeisBenchReader, preset="pnw"),
+    "txed": partial(SeisBenchReader, preset="txed"),
+    "seisbench": partial(SeisBenchReader, preset="seisbench"),
+    "diting": DiTingReader,
 }
 
 
@@ -22,4 +29,4 @@ def make_reader(name: str, path, **options: Any) -> Reader:
     return READERS[key](path, **options)
 
 
-__all__ = ["READERS", "make_reader", "Reader", "TraceTable", "DataFormatError", "FlatReader", "read_row_windows"]
+__all__ = ["READERS", "make_reader", "Reader", "TraceTable", "DataFormatError", "FlatReader", "SeisBenchReader", "DiTingReader", "read_row_windows"]
