@@ -1,6 +1,14 @@
 """The model zoo: one module per published polarity model, all registered by name."""
 from .base import MODEL_REGISTRY, PolarityModel, get_model, list_models, register_model
-from .ross import Ross
+from .cfm import CFM
+from .diting_motion import DiTingMotion
+from .eqpolarity import EQPolarity
+from .polarcap import PolarCAP
 from .ppnet import PPNet
+from .ross import Ross
+from .rpnet import RPNet
 
-__all__ = ["MODEL_REGISTRY", "PolarityModel", "get_model", "list_models", "register_model", "Ross", "PPNet"]
+__all__ = [
+    "MODEL_REGISTRY", "PolarityModel", "get_model", "list_models", "register_model",
+    "Ross", "PPNet", "EQPolarity", "DiTingMotion", "CFM", "RPNet", "PolarCAP",
+]
