@@ -210,6 +210,9 @@ def test_ppnet_mask_head():
         torch.testing.assert_close(loss_partial, loss_one)
         _, none = model(x, {"p_index": torch.full((3,), -1)})
         assert none == 0
+    odd = PPNet(input_length=404).eval()  # not a multiple of 8: the mask is resampled to full length
+    with torch.no_grad():
+        assert odd.pick_mask(torch.randn(2, 1, 404)).shape == (2, 404)
     heavier = PPNet(mask_loss_weight=2.5).eval()
     heavier.load_state_dict(model.state_dict())
     with torch.no_grad():
