@@ -1,0 +1,210 @@
+"""The synthetic data set (DESIGN.md section 4) and the first-break baseline."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from seispolarity.baselines import first_break_polarity
+from seispolarity.data.synthetic import (NO_SIGNAL_SNR_DB, SyntheticConfig, ensure_synthetic,
+                                         generate_synthetic, synthesise)
+
+N = 2000
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synth") / "synthetic.hdf5"
+    t0 = time.perf_counter()
+    generate_synthetic(path, num_traces=N, seed=3)
+    elapsed = time.perf_counter() - t0
+    with h5py.File(path, "r") as f:
+        data = {k: f[k][()] for k in f}
+        attrs = dict(f.attrs)
+    return path, data, attrs, elapsed
+
+
+@pytest.fixture(scope="module")
+def clean():
+    """Noise-free traces, no noise-only windows, no flips: for the causality and sign checks."""
+    return synthesise(600, seed=5, config=SyntheticConfig(noise=False, noise_only_fraction=0.0, flip_fraction=0.0))
+
+
+def test_generation_is_fast(synth):
+    assert synth[3] < 15.0, f"{N} traces took {synth[3]:.1f} s"
+
+
+def test_same_seed_same_bytes_different_seed_differs(tmp_path):
+    a = generate_synthetic(tmp_path / "a.hdf5", num_traces=150, seed=11)
+    b = generate_synthetic(tmp_path / "b.hdf5", num_traces=150, seed=11)
+    c = generate_synthetic(tmp_path / "c.hdf5", num_traces=150, seed=12)
+    assert _sha(a) == _sha(b)
+    assert _sha(a) != _sha(c)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_keys_shapes_dtypes_attrs(synth):
+    _, d, attrs, _ = synth
+    L = SyntheticConfig().trace_length
+    assert d["X"].shape == (N, L) and d["X"].dtype == np.float32 and np.isfinite(d["X"]).all()
+    for key, dtype in [("Y", np.int64), ("p_pick", np.int64), ("p_true", np.int64), ("snr", np.float32),
+                       ("amplitude", np.float32), ("evids", np.int64), ("magnitude", np.float32),
+                       ("distance", np.float32)]:
+        assert d[key].shape == (N,), key
+        assert d[key].dtype == dtype, (key, d[key].dtype)
+    assert d["Z"].shape == (N,) and d["Z"].dtype == np.dtype("S1")
+    assert set(np.unique(d["Z"])) <= {b"I", b"E", b"K"}
+    assert set(np.unique(d["Y"])) == {0, 1, 2}
+    assert attrs["sampling_rate"] == 100.0
+    assert json.loads(attrs["label_map"]) == {"0": 0, "1": 1, "2": 2}
+    assert attrs["generator"] == "seispolarity.synthetic"
+    assert attrs["seed"] == 3 and attrs["num_traces"] == N
+    assert json.loads(attrs["knobs"]) == json.loads(SyntheticConfig().to_json())
+    # A 400-sample window around the pick plus 100 samples of shift margin always fits.
+    assert d["p_pick"].min() - 300 >= 0 and d["p_pick"].max() + 300 <= L
+    # Events group 5-15 consecutive traces.
+    sizes = np.bincount(d["evids"])
+    assert sizes[:-1].min() >= 5 and sizes.max() <= 15
+    assert np.all(np.diff(d["evids"]) >= 0)
+    assert np.isfinite(d["magnitude"]).all() and 0 < d["magnitude"].min() and d["magnitude"].max() < 7.5
+    assert d["distance"].min() >= 5 - 1e-3 and d["distance"].max() <= 150 + 1e-3
+    assert np.all(np.abs(d["amplitude"]) <= 1.0 + 1e-6)
+
+
+def test_label_proportions_and_clarity(synth):
+    d = synth[1]
+    share = np.bincount(d["Y"], minlength=3) / N
+    assert share.min() > 0.2, share
+    assert 0.2 < share[2] < 0.45, share
+    unknown = d["Y"] == 2
+    np.testing.assert_array_equal(d["Z"] == b"K", unknown)
+    emergent = (d["Z"] == b"E").sum() / (~unknown).sum()
+    assert 0.2 < emergent < 0.4
+    noise_only = d["p_true"] < 0
+    assert 0.07 < noise_only.mean() < 0.13
+    assert np.all(d["Y"][noise_only] == 2) and np.all(d["snr"][noise_only] == NO_SIGNAL_SNR_DB)
+    assert np.all(d["amplitude"][noise_only] == 0)
+    sig = ~noise_only
+    assert d["snr"][sig].min() >= -5 and d["snr"][sig].max() <= 60
+    assert np.all(d["Y"][sig & (np.abs(d["amplitude"]) < 0.02)] == 2)  # near-nodal
+    assert np.all(d["Y"][sig & (d["snr"] < 3.0)] == 2)  # weak direct P
+
+
+def _rates(d, fs=100.0):
+    sig = d["p_true"] >= 0
+    off = np.abs(d["p_pick"] - d["p_true"])
+    mispick = sig & (off >= 0.3 * fs - 1)
+    ud = d["Y"] < 2
+    flipped = ud & (np.where(d["amplitude"] > 0, 0, 1) != d["Y"])
+    return mispick.mean(), flipped.sum() / ud.sum(), mispick, off
+
+
+def test_flip_and_mispick_rates_follow_knobs(synth):
+    d = synth[1]
+    mis, flip, mispick, off = _rates(d)
+    assert 0.07 < mis < 0.13, mis
+    assert 0.005 < flip < 0.045, flip
+    assert np.all(d["Y"][mispick] == 2)
+    assert off[mispick].max() <= 150 + 1
+    # Ordinary picks: Gaussian jitter with a std of ~3 samples.
+    ok = (d["p_true"] >= 0) & ~mispick
+    assert 2.0 < np.std(d["p_pick"][ok] - d["p_true"][ok]) < 4.0
+    d2 = synthesise(1000, seed=4, config=SyntheticConfig(flip_fraction=0.25, mispick_fraction=0.3))
+    mis2, flip2, _, _ = _rates(d2)
+    assert 0.25 < mis2 < 0.35, mis2
+    assert 0.17 < flip2 < 0.33, flip2
+
+
+def test_label_agrees_with_true_amplitude_on_clean_traces(synth):
+    d = synth[1]
+    m = (d["Y"] < 2) & (d["snr"] > 20) & (np.abs(d["amplitude"]) > 0.1)
+    agree = np.mean(np.where(d["amplitude"][m] > 0, 0, 1) == d["Y"][m])
+    assert 0.95 < agree < 1.0 or (agree == 1.0 and m.sum() < 100), agree
+
+
+def test_pulse_is_causal_without_noise(clean):
+    X, pt = clean["X"], clean["p_true"]
+    assert np.all(pt >= 1)
+    peak = np.abs(X).max(axis=1)
+    assert np.all(peak > 0)
+    before = np.array([np.abs(x[:p]).max() for x, p in zip(X, pt)])
+    assert np.all(before <= 1e-6 * peak), (before / peak).max()
+
+
+def test_first_motion_has_labelled_sign(clean):
+    X, pt, Y, amp = clean["X"], clean["p_true"], clean["Y"], clean["amplitude"]
+    rows = np.arange(len(X))
+    first = X[rows, pt]
+    # The first non-zero sample carries the sign of the radiation ...
+    assert np.all(np.sign(first) == np.sign(amp))
+    # ... and with flip_fraction=0, of the label (the sign check a user runs on their own data).
+    ud = Y < 2
+    assert np.all(np.where(first[ud] > 0, 0, 1) == Y[ud])
+    # On impulsive onsets the first three samples too (an emergent onset can be a weak first swing
+    # before a larger opposite one: that is what makes it hard).
+    early = X[rows[:, None], pt[:, None] + np.arange(3)[None, :]].sum(axis=1)
+    share_pos = [np.mean(early[(Y == c) & (clean["Z"] == b"I")] > 0) for c in (0, 1)]
+    assert share_pos[0] == 1.0 and share_pos[1] == 0.0
+
+
+def test_baseline_beats_chance_but_is_not_perfect(synth):
+    d = synth[1]
+    pred = first_break_polarity(d["X"], d["p_pick"])
+    assert pred.dtype == np.int64 and pred.shape == (N,)
+    acc = np.mean(pred == d["Y"])
+    assert 0.6 < acc < 0.95, acc
+
+
+def test_baseline_inputs(synth):
+    torch = pytest.importorskip("torch")
+    d = synth[1]
+    X, pk = d["X"][:64], d["p_pick"][:64]
+    ref = first_break_polarity(X, pk)
+    np.testing.assert_array_equal(first_break_polarity(torch.from_numpy(X)[:, None, :], torch.from_numpy(pk)), ref)
+    # A scalar pick index, and a clean pulse: up, down, and nothing (unknown).
+    t = np.zeros((3, 400), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    t += 0.01 * rng.standard_normal(t.shape).astype(np.float32)
+    t[0, 200:210] += 1.0
+    t[1, 200:210] -= 1.0
+    np.testing.assert_array_equal(first_break_polarity(t, 200), [0, 1, 2])
+
+
+def test_unknown_knob_raises(tmp_path):
+    with pytest.raises(TypeError, match="not_a_knob"):
+        generate_synthetic(tmp_path / "x.hdf5", num_traces=10, seed=0, not_a_knob=1)
+    with pytest.raises(TypeError, match="not_a_knob"):
+        ensure_synthetic(tmp_path / "x.hdf5", num_traces=10, seed=0, not_a_knob=1)
+    with pytest.raises(ValueError):
+        SyntheticConfig(flip_fraction=2.0)
+    assert not (tmp_path / "x.hdf5").exists()
+
+
+def test_ensure_synthetic_caches_and_regenerates(tmp_path):
+    path = tmp_path / "cache" / "syn.hdf5"
+    ensure_synthetic(path, num_traces=100, seed=1, flip_fraction=0.05)
+    first = path.stat().st_mtime_ns, _sha(path)
+    time.sleep(0.01)
+    ensure_synthetic(path, num_traces=100, seed=1, flip_fraction=0.05)
+    assert (path.stat().st_mtime_ns, _sha(path)) == first  # reused, not rewritten
+    ensure_synthetic(path, num_traces=100, seed=2, flip_fraction=0.05)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["seed"] == 2
+    ensure_synthetic(path, num_traces=120, seed=2, flip_fraction=0.05)
+    with h5py.File(path, "r") as f:
+        assert f["X"].shape[0] == 120
+    ensure_synthetic(path, num_traces=120, seed=2)
+    with h5py.File(path, "r") as f:
+        assert json.loads(f.attrs["knobs"])["flip_fraction"] == SyntheticConfig().flip_fraction
+    path.write_bytes(b"not hdf5")
+    ensure_synthetic(path, num_traces=50, seed=0)
+    with h5py.File(path, "r") as f:
+        assert f["X"].shape == (50, 800)
