@@ -52,7 +52,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import signal as sps
 
 from .labels import DOWN, UNKNOWN, UP
 
@@ -270,6 +269,8 @@ def _tstar_table(nfft: int, fs: float, lo: float, hi: float, levels: int = 256,
 
 
 def _highpass_response(cfg: SyntheticConfig, nfft: int) -> np.ndarray:
+    from scipy import signal as sps  # lazy: scipy.signal costs ~0.5 s of start-up; only generation needs it
+
     b, a = sps.butter(cfg.highpass_order, cfg.highpass_hz, btype="highpass", fs=cfg.sampling_rate)
     _, h = sps.freqz(b, a, worN=nfft // 2 + 1, include_nyquist=True)
     return h
@@ -498,7 +499,8 @@ def generate_synthetic(path: str | os.PathLike, num_traces: int = 20000, seed: i
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = synthesise(num_traces, seed, cfg)
-    tmp = path.with_name(path.name + ".tmp")
+    # A per-process temp name: parallel sweep jobs may generate the same cached file at once.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         with h5py.File(tmp, "w", track_order=False) as f:
             for key, value in data.items():
