@@ -229,3 +229,6 @@ def register_configs() -> None:
                    "amp": (Any, False), "distributed": (Any, "auto")})
     cs.store(group="schema/trainer", name="default", node=trainer)
     cs.store(group="schema/augment", name="default", node=schema_from_callable("AugmentSchema", AugmentConfig, AugmentConfig))
+    from .reports import ReportConfig
+
+    cs.store(group="schema/report", name="default", node=schema_from_callable("ReportSchema", ReportConfig, ReportConfig))

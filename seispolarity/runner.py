@@ -23,6 +23,7 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import TRAINER_EXCLUDED
+from .reports import report_summary, write_report
 from .training import Trainer, TrainingConfig, seed_everything
 from .training.checkpoint import load_checkpoint
 
@@ -152,6 +153,7 @@ def _run(cfg: DictConfig, out: Path) -> float:
     if cfg.train:
         result = trainer.train()
     test_metrics = None
+    report_history = result.get("history")
     if cfg.test or not cfg.train:
         if cfg.train:
             best = Path(tconfig.save_dir or "") / "best.ckpt"
@@ -159,16 +161,21 @@ def _run(cfg: DictConfig, out: Path) -> float:
                 trainer.model.load_state_dict(load_checkpoint(best)["model_state_dict"])
                 log.info("testing the best checkpoint (%s)", best)
         elif cfg.ckpt_path:
-            trainer.load_checkpoint(to_absolute_path(cfg.ckpt_path), weights_only_model=True)
+            state = trainer.load_checkpoint(to_absolute_path(cfg.ckpt_path), weights_only_model=True)
+            report_history = state.get("history") or report_history
             log.info("evaluating %s", cfg.ckpt_path)
         eval_set = trainer.test_dataset if trainer.test_dataset is not None else (
             None if cfg.train else trainer.train_dataset)
         if eval_set is not None:
-            test_metrics = trainer.evaluate(eval_set)
+            test_metrics = trainer.evaluate(eval_set, return_predictions=True)
             if trainer.writer is not None:
                 trainer._log_eval_scalars("Test", test_metrics, trainer.epoch)
+            # report.md, PNGs, TensorBoard figures; metrics.json's "test" gains bins and the baseline
+            report = OmegaConf.to_container(cfg.report, resolve=True) if cfg.get("report") is not None else None
+            test_metrics = write_report(out, trainer, eval_set, test_metrics, report_history, report)
     trainer.close()
     summary = summarize(result, test_metrics, trainer)
+    summary.update(report_summary(test_metrics))
     value = objective_value(cfg, summary)
     if trainer.is_main:
         payload = {"objective": {"name": cfg.objective, "value": value}, "summary": summary,
