@@ -187,7 +187,9 @@ def _data_schemas() -> dict[str, type]:
     from .data.synthetic import SyntheticConfig
 
     common = {"unknown": (str, "auto"), "test_path": (Optional[str], None),
-              "filters": (Dict[str, Any], {}), "label_map": (Optional[Dict[str, Any]], None)}
+              # untyped, default null: `data.filters={snr: [10, null]}` sets a whole dict (a typed {}
+              # default is struct and refuses new keys); label maps take int keys ({0: 1, 1: 0, 2: 2}) or words
+              "filters": (Any, None), "label_map": (Any, None)}
     runner_filled = ("window_length", "max_shift", "reader_options", "preset")
     out = {}
     knobs = schema_from_callable("SyntheticKnobs", "builtins.dict", SyntheticConfig)

@@ -57,7 +57,8 @@ def build_datasets(cfg: DictConfig, model, augment) -> tuple[Any, Any]:
     if data_cfg.get("unknown") == "auto":
         data_cfg["unknown"] = "drop" if model.num_classes == 2 else "keep"
         if model.num_classes == 2:
-            log.info("two-class model: traces labelled unknown are dropped (data.unknown=keep to refuse)")
+            log.info("two-class model: data.unknown=auto drops the traces labelled unknown (counts below and "
+                     "in metrics.json 'data'; data.unknown=keep makes them an error instead)")
     for key in ("path", "cache_dir"):
         if data_cfg.get(key):
             data_cfg[key] = to_absolute_path(data_cfg[key])
@@ -105,6 +106,23 @@ def summarize(result: dict, test: dict | None, trainer: Trainer) -> dict[str, An
         summary.update({f"test_{k}": test[k] for k in ("loss", "accuracy", "macro_f1", "updown_accuracy")})
         summary["test_excluded_unknown"] = test.get("excluded_unknown", 0)
     return summary
+
+
+def describe_data(cfg: DictConfig, trainer: Trainer, test_from_file: bool) -> dict[str, Any]:
+    """metrics.json's ``data``: the unknown policy, the label map, what each file lost (and why)
+    and the traces / classes of every split."""
+    mode = cfg.data.get("unknown", "keep") if cfg.get("data") is not None else "keep"
+    if mode == "auto":
+        mode = "drop" if trainer.num_classes == 2 else "keep"
+    splits = {role: ds for role, ds in (("train", trainer.train_dataset), ("val", trainer.val_dataset),
+                                        ("test", trainer.test_dataset)) if ds is not None}
+    out: dict[str, Any] = {"unknown": mode, "label_map": getattr(trainer.train_dataset, "label_map", None),
+                           "dropped": {"train_file": dict(getattr(trainer.train_dataset, "dropped", {}))}}
+    if test_from_file and trainer.test_dataset is not None:
+        out["dropped"]["test_file"] = dict(getattr(trainer.test_dataset, "dropped", {}))
+    out["splits"] = {role: {"traces": len(ds), "classes": ds.class_counts() if hasattr(ds, "class_counts") else None}
+                     for role, ds in splits.items()}
+    return out
 
 
 def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float:
@@ -181,7 +199,8 @@ def _run(cfg: DictConfig, out: Path) -> float:
         payload = {"objective": {"name": cfg.objective, "value": value}, "summary": summary,
                    "best": result.get("best"), "test": test_metrics,
                    "history": [{k: v for k, v in h.items() if k != "val_metrics"} for h in result.get("history", [])],
-                   "run_dir": str(out), "tags": list(cfg.tags)}
+                   "run_dir": str(out), "tags": list(cfg.tags),
+                   "data": describe_data(cfg, trainer, test_from_file=test_dataset is not None)}
         _write_json(out / "metrics.json", payload)
         acc = summary.get("test_accuracy")
         print(f"run folder: {out}\n" + (f"test accuracy: {acc:.4f}" if acc is not None else

@@ -26,6 +26,9 @@ def synthetic_dataset(cache_dir: str = "data/cache", num_traces: int = 20000, se
     from .synthetic import ensure_synthetic
 
     knobs = dict(knobs or {})
+    max_traces = dataset_kwargs.get("max_traces")
+    if max_traces is not None and 0 < int(max_traces) < num_traces:
+        num_traces = int(max_traces)  # generate only what is used (`debug=fast` sets max_traces)
     path = synthetic_path(cache_dir, num_traces, seed, knobs)
     ensure_synthetic(path, num_traces=num_traces, seed=seed, **knobs)
     return WaveformDataset(path, name="synthetic", **dataset_kwargs)

@@ -128,7 +128,9 @@ class Trainer:
         val_dataset = _as_batched_dataset(val_dataset) if val_dataset is not None else None
         test_dataset = _as_batched_dataset(test_dataset) if test_dataset is not None else None
         if val_dataset is None and (config.validation_split > 0 or config.test_split > 0) and hasattr(dataset, "split"):
-            dataset, val_dataset, split_test = dataset.split(config.validation_split, config.test_split, config.seed)
+            # An explicit test set (e.g. the data set's own test file) replaces the test split: hold out none.
+            test_share = 0.0 if test_dataset is not None else config.test_split
+            dataset, val_dataset, split_test = dataset.split(config.validation_split, test_share, config.seed)
             test_dataset = test_dataset if test_dataset is not None else split_test
         self.train_dataset, self.val_dataset, self.test_dataset = dataset, val_dataset, test_dataset
         self.batched = hasattr(dataset, "get_batch")

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..labels import CLARITY_CODES, apply_label_map, normalize_label_map
+from ..labels import label_key as raw_label_text  # `label_key` is also an argument name below
 from .base import DataFormatError, Reader, TraceTable, read_row_windows
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,11 @@ class FlatReader(Reader):
         file_map = f.attrs.get("label_map")
         chosen = normalize_label_map(file_map) or normalize_label_map(label_map) \
             or normalize_label_map(defaults.get("label_map")) or IDENTITY_MAP
-        labels = apply_label_map(raw, chosen, source=f"{self.path}:{key}")
+        if on_bad_row not in ("error", "skip"):
+            raise ValueError(f"on_bad_row={on_bad_row!r}; expected 'error' or 'skip'")
+        # With on_bad_row="skip" a label outside the map becomes -1 and its row is skipped below.
+        labels = apply_label_map(raw, chosen, source=f"{self.path}:{key}",
+                                 default=-1 if on_bad_row == "skip" else None)
 
         self.channels: list[int] | None = None
         num_channels = 1
@@ -128,7 +133,15 @@ class FlatReader(Reader):
                                       f"(0..{trace_len - 1}); fix it or set on_bad_row=skip")
             keep &= ~bad
             self.skipped["p_pick_outside_trace"] = int(bad.sum())
-            log.warning("%s: skipped %d rows whose P pick is outside the trace", self.path, int(bad.sum()))
+            log.warning("%s: skipped %d rows whose P pick is outside the trace (0..%d), first at row %d: %s",
+                        self.path, int(bad.sum()), trace_len - 1, row, p[row])
+        unmapped = labels < 0
+        if unmapped.any():  # only with on_bad_row="skip"
+            row = int(np.flatnonzero(unmapped)[0])
+            keep &= ~unmapped
+            self.skipped["unknown_label"] = int(unmapped.sum())
+            log.warning("%s: skipped %d rows whose label is not in label_map %s, first at row %d: %r",
+                        self.path, int(unmapped.sum()), chosen, row, raw_label_text(raw[row]))
         self._file_rows = np.flatnonzero(keep)
         self.table = TraceTable(
             labels=labels[keep], p_index=np.round(p[keep]).astype(np.int64),
