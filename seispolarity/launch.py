@@ -20,5 +20,54 @@ def prepare_argv(argv: list[str]) -> list[str]:
     if ckpt and not multirun and _value(args[1:], "hydra.run.dir") is None and _value(args[1:], "train") not in ("false", "False"):
         run_dir = Path(ckpt).resolve().parent.parent
         if Path(ckpt).resolve().parent.name == "checkpoints" and (run_dir / ".hydra").is_dir():
-            args.append(f"hydra.run.dir={run_dir}")
-    return args
+            args = _add_overrides(args, [f"hydra.run.dir={run_dir}"])
+    return _add_overrides(args, distributed_overrides(args))
+
+
+def _add_overrides(args: list[str], extra: list[str]) -> list[str]:
+    """Add overrides right after the last one given (argparse rejects overrides split by flags
+    such as ``--cfg job``), or at the end when there is none."""
+    positions = [i for i, a in enumerate(args[1:], 1) if "=" in a and not a.startswith("-")]
+    at = positions[-1] + 1 if positions else len(args)
+    return args[:at] + list(extra) + args[at:]
+
+
+STAMP_ENV = "SEISPOLARITY_RUN_STAMP"  # conf/hydra/default.yaml names run and sweep folders after it
+QUIET_RANK = ["hydra.output_subdir=null", "hydra.job_logging.root.handlers=[console]",
+              "hydra.job_logging.root.level=WARNING", "++hydra.job_logging.handlers.file.delay=true"]
+
+
+def distributed_overrides(args: list[str]) -> list[str]:
+    """Under torchrun (WORLD_SIZE > 1) every rank runs train.py: make them share one run folder.
+
+    All ranks agree on one time stamp (the first offered to torchrun's store) and export it as
+    SEISPOLARITY_RUN_STAMP, which the run and sweep folder names use instead of ``${now:...}``.
+    Ranks other than 0 write nothing there: no ``.hydra/``, no ``train.log`` (warnings still go to
+    their console). Without torchrun's store (e.g. ranks started by ``srun``), set
+    SEISPOLARITY_RUN_STAMP (or ``hydra.run.dir``) to the same value on every rank; inside one SLURM
+    job step the job and step ids are used.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return []
+    multirun = "-m" in args or "--multirun" in args
+    # (hparams_search=optuna is a multirun without -m: its preset sets hydra.mode)
+    if any(a.split("=", 1)[0].lstrip("+~") in ("hparams_search", "hydra/sweeper")
+           and a.split("=", 1)[1] not in ("null", "basic") for a in args[1:] if "=" in a):
+        raise SystemExit("a sweeper that samples (hparams_search=..., hydra/sweeper=...) cannot run under "
+                         "torchrun: every rank would sample its own trials. Run the sweep with "
+                         "hydra/launcher=submitit_slurm (hydra.launcher.tasks_per_node=N trainer=ddp) instead.")
+    if not os.environ.get(STAMP_ENV):
+        from datetime import datetime
+
+        from .training.distributed import agree_across_ranks
+
+        mine = datetime.now().strftime("%Y-%m-%d_%H-%M-%S.%f")
+        try:
+            os.environ[STAMP_ENV] = agree_across_ranks("run_stamp", mine)
+        except RuntimeError:
+            if os.environ.get("SLURM_JOB_ID"):
+                os.environ[STAMP_ENV] = f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '0')}"
+            elif _value(args[1:], "hydra.run.dir") is None or multirun:
+                raise SystemExit(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but the ranks were not started by "
+                                 f"torchrun: set {STAMP_ENV} (or hydra.run.dir=...) to the same value on every rank") from None
+    return QUIET_RANK if int(os.environ.get("RANK", "0")) != 0 else []

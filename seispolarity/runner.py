@@ -7,6 +7,7 @@ TensorBoard events (the Trainer writes those two), and ``train.log`` (Hydra's fi
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from .config import TRAINER_EXCLUDED
 from .reports import report_summary, write_report
 from .training import Trainer, TrainingConfig, seed_everything
+from .training.distributed import DistContext, barrier, init_distributed
 from .training.checkpoint import load_checkpoint
 
 log = logging.getLogger("seispolarity.runner")
@@ -46,7 +48,9 @@ def _resolve_lr(cfg: DictConfig) -> None:
 
 
 def build_model(cfg: DictConfig):
-    return instantiate(cfg.model)
+    # plain lists/dicts: a ListConfig argument (e.g. Ross's kernel_sizes) would end up in the
+    # checkpoint's model description and make it unloadable with weights_only=True
+    return instantiate(cfg.model, _convert_="all")
 
 
 def build_datasets(cfg: DictConfig, model, augment) -> tuple[Any, Any]:
@@ -147,13 +151,63 @@ def run(cfg: DictConfig) -> float:
         raise
 
 
+# -- distributed runs and launchers (torchrun ranks, joblib workers, submitit jobs) ------------------
+def _join_process_group(cfg: DictConfig) -> DistContext:
+    """Join torchrun's process group before the data is built (the Trainer then reuses it); ranks
+    other than 0 log warnings to their console only (their train.log handler is detached)."""
+    trainer_cfg = cfg.get("trainer") or {}
+    ctx = init_distributed(trainer_cfg.get("distributed", "auto"), str(trainer_cfg.get("device", "auto")))
+    if not ctx.is_main:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(max(root.level, logging.WARNING))
+    return ctx
+
+
+@contextlib.contextmanager
+def _main_rank_first(ctx: DistContext):
+    """Rank 0 runs the block first (e.g. generating and caching the data), then the other ranks."""
+    if not ctx.is_main:
+        barrier(ctx)
+    yield
+    if ctx.is_main:
+        barrier(ctx)
+
+
+def _launcher_target() -> str:
+    try:
+        return str(HydraConfig.get().launcher.get("_target_", ""))
+    except ValueError:
+        return ""
+
+
+def _adapt_to_launcher(cfg: DictConfig, tconfig: TrainingConfig) -> None:
+    """joblib: no DataLoader worker processes inside its (loky) workers; submitit: a requeued job
+    (SLURM pre-emption or time limit) resumes from its own ``checkpoints/last.ckpt``."""
+    launcher = _launcher_target()
+    if "joblib" in launcher.lower() and tconfig.num_workers:
+        log.info("joblib launcher: trainer.num_workers=%d -> 0 (DataLoader workers inside loky workers "
+                 "are unsafe)", tconfig.num_workers)
+        tconfig.num_workers = 0
+    if "submitit" in launcher.lower() and cfg.train and not cfg.get("ckpt_path") and tconfig.save_dir:
+        last = Path(tconfig.save_dir) / "last.ckpt"
+        if last.is_file():
+            log.warning("requeued job: resuming from %s", last)
+            tconfig.resume_from = str(last)
+
+
 def _run(cfg: DictConfig, out: Path) -> float:
     _resolve_lr(cfg)
+    ctx = _join_process_group(cfg)
     seed_everything(int(cfg.seed))
     model = build_model(cfg)
     augment = instantiate(cfg.augment) if cfg.get("augment") is not None else None
-    dataset, test_dataset = build_datasets(cfg, model, augment)
+    with _main_rank_first(ctx):  # rank 0 generates / caches the data once; the other ranks read it
+        dataset, test_dataset = build_datasets(cfg, model, augment)
     tconfig = training_config(cfg)
+    _adapt_to_launcher(cfg, tconfig)
     if not cfg.train:
         tconfig.validation_split = 0.0
         tconfig.test_split = 0.0 if test_dataset is None else tconfig.test_split
@@ -205,9 +259,28 @@ def _run(cfg: DictConfig, out: Path) -> float:
         acc = summary.get("test_accuracy")
         print(f"run folder: {out}\n" + (f"test accuracy: {acc:.4f}" if acc is not None else
                                           f"{cfg.objective}: {value:.4f}"), flush=True)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    _leave_process_group()
     return value
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group after a run; in a multirun under torchrun the next job reuses it
+    (a destroyed default group cannot be re-created on torchrun's store), so leave it at exit."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    try:
+        from hydra.types import RunMode
+
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        multirun = False
+    if not multirun:
+        torch.distributed.destroy_process_group()
+    elif not getattr(_leave_process_group, "at_exit", False):
+        import atexit
+
+        atexit.register(lambda: torch.distributed.is_initialized() and torch.distributed.destroy_process_group())
+        _leave_process_group.at_exit = True
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -279,6 +352,8 @@ class SweepSummary(Callback):
     """Hydra callback: after a multirun, write the summary table at the sweep root."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if int(os.environ.get("RANK", "0")) != 0:  # a multirun under torchrun: rank 0 writes it
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
