@@ -202,11 +202,11 @@ def _run(cfg: DictConfig, out: Path) -> float:
     _resolve_lr(cfg)
     ctx = _join_process_group(cfg)
     seed_everything(int(cfg.seed))
+    tconfig = training_config(cfg)  # first: a bad trainer value fails before any data is touched
     model = build_model(cfg)
     augment = instantiate(cfg.augment) if cfg.get("augment") is not None else None
     with _main_rank_first(ctx):  # rank 0 generates / caches the data once; the other ranks read it
         dataset, test_dataset = build_datasets(cfg, model, augment)
-    tconfig = training_config(cfg)
     _adapt_to_launcher(cfg, tconfig)
     if not cfg.train:
         tconfig.validation_split = 0.0
@@ -350,6 +350,14 @@ def write_sweep_summary(sweep_dir: Path, objective: str | None = None, maximize:
 
 class SweepSummary(Callback):
     """Hydra callback: after a multirun, write the summary table at the sweep root."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Create the folder of an SQLite sweeper storage (SQLite does not create it)."""
+        storage = OmegaConf.select(config, "hydra.sweeper.storage", default=None)
+        if isinstance(storage, str) and storage.startswith("sqlite:///"):
+            db = Path(storage[len("sqlite:///"):])
+            if str(db) not in ("", ":memory:"):
+                db.parent.mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if int(os.environ.get("RANK", "0")) != 0:  # a multirun under torchrun: rank 0 writes it

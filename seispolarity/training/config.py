@@ -1,8 +1,10 @@
 """TrainingConfig: every knob of a training run, validated on creation."""
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Mapping
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = (None, "none", "step", "cosine", "reduce_on_plateau")
@@ -66,6 +68,33 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
             raise ValueError(f"TrainingConfig.{name}={getattr(self, name)!r}: expected {expected}")
+
+        def real(value) -> bool:  # a finite int or float, not a bool (True is an int in Python)
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        for name in ("pin_memory", "save_best_only", "deterministic", "compile", "show_progress"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "True or False")
+        for name in ("save_dir", "tensorboard_dir", "resume_from"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                fail(name, "None or a path")
+            if value is not None:
+                setattr(self, name, os.fspath(value))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            fail("seed", "a whole number")
+        if self.lr_scheduler_params is not None and not isinstance(self.lr_scheduler_params, Mapping):
+            fail("lr_scheduler_params", "a dict of keyword arguments for the scheduler")
+        for name in ("learning_rate", "weight_decay", "momentum", "early_stopping_min_delta", "validation_split",
+                     "test_split"):
+            if not real(getattr(self, name)):
+                fail(name, "a finite number")
+        if self.gradient_clip_value is not None and not real(self.gradient_clip_value):
+            fail("gradient_clip_value", "None or a number > 0")
+        for name in ("early_stopping_patience", "max_steps_per_epoch"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                fail(name, "None or a whole number >= 1")
 
         for name in ("batch_size", "epochs", "save_every", "validation_every", "log_every"):
             value = getattr(self, name)

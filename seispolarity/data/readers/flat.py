@@ -148,6 +148,9 @@ class FlatReader(Reader):
             trace_length=np.full(int(keep.sum()), trace_len, dtype=np.int64),
             sampling_rate=self.sampling_rate, num_channels=num_channels,
             metadata={k: v[keep] for k, v in metadata.items()}, has_pick=has_pick, label_map=chosen)
+        # Hold no HDF5 handle after reading the tables: the first read opens one in whichever
+        # process does it (a handle inherited over a fork is never used).
+        self.close()
 
     def read_windows(self, rows: np.ndarray, start: np.ndarray, length: int) -> np.ndarray:
         return read_row_windows(self._h5()["X"], self._file_rows[np.asarray(rows)], start, length, self.channels)
