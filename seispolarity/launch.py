@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -12,15 +13,47 @@ def _value(argv: list[str], key: str) -> str | None:
     return None
 
 
+def _unquote(value: str) -> str:
+    """An override value as Hydra reads it (quotes and escapes removed)."""
+    if value[:1] in ("'", '"'):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        try:
+            return str(OverridesParser.create().parse_overrides([f"x={value}"])[0].value())
+        except Exception:  # noqa: BLE001 - Hydra reports a bad override itself
+            return value
+    return value
+
+
+def hydra_quote(value: str) -> str:
+    """``value`` as a single-quoted Hydra override value (backslashes before a quote or at the end
+    doubled, quotes escaped: Hydra's rules for quoted strings)."""
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+_GRAMMAR = set("'\"[]{}(),\\=$")
+
+
+def _quote_non_ascii(arg: str) -> str:
+    """``data.path=/données/été 2024.hdf5`` works unquoted: Hydra's grammar only takes ASCII
+    there, so a plain key=value whose value holds other characters (and no grammar) is quoted."""
+    key, sep, value = arg.partition("=")
+    if not sep or arg.startswith("-") or value.isascii() or _GRAMMAR & set(value):
+        return arg
+    return f"{key}={hydra_quote(value)}"
+
+
 def prepare_argv(argv: list[str]) -> list[str]:
     """Resuming ``ckpt_path=<run>/checkpoints/last.ckpt`` (train=true) continues in ``<run>``."""
-    args = list(argv)
+    args = argv[:1] + [_quote_non_ascii(a) for a in argv[1:]]
     multirun = "-m" in args or "--multirun" in args
     ckpt = _value(args[1:], "ckpt_path")
     if ckpt and not multirun and _value(args[1:], "hydra.run.dir") is None and _value(args[1:], "train") not in ("false", "False"):
+        ckpt = _unquote(ckpt)
         run_dir = Path(ckpt).resolve().parent.parent
         if Path(ckpt).resolve().parent.name == "checkpoints" and (run_dir / ".hydra").is_dir():
-            args = _add_overrides(args, [f"hydra.run.dir={run_dir}"])
+            args = _add_overrides(args, [f"hydra.run.dir={hydra_quote(str(run_dir))}"])
     return _add_overrides(args, distributed_overrides(args))
 
 

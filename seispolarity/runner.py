@@ -146,8 +146,11 @@ def run(cfg: DictConfig) -> float:
     out = output_dir()
     try:
         return _run(cfg, out)
-    except Exception:
-        log.error("run failed:\n%s", traceback.format_exc())
+    except Exception as exc:
+        from .failures import report_failure
+
+        # signals and bad input: one line on stderr (+ exit code) for a CLI run; bugs: the traceback
+        report_failure(exc)
         raise
 
 
@@ -218,7 +221,7 @@ def _run(cfg: DictConfig, out: Path) -> float:
         scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") is not None else None,
         augment=augment, extra_state={"run_config": resolved})
     if trainer.is_main:
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        _write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         log.info("run folder: %s", out)
         log.info("data: %r", dataset)
     result = trainer.result()
@@ -284,9 +287,20 @@ def _leave_process_group() -> None:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=_json_default, allow_nan=True))
-    os.replace(tmp, path)
+    _write_text(path, json.dumps(payload, indent=2, default=_json_default, allow_nan=True))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """All or nothing: a temporary file renamed over ``path``; on failure (disk full) no partial file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
 
 
 def _json_default(value):

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import tempfile
+import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,11 +27,23 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> str:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename.
+
+    The state is first reduced to plain containers (dict, list, tuple, tensors, numbers, strings);
+    an object that would make the file unloadable with ``weights_only=True`` is refused before
+    anything is written, naming its key. A write failure (disk full, read-only folder) leaves the
+    previous file untouched and no temporary file behind. Temporary files left by a killed writer
+    (``.<name>.<host>.<pid>.*.tmp``, never matching ``*.ckpt``) are removed by the next save.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    state = {"format": FORMAT, "format_version": FORMAT_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    state = plain_state({"format": FORMAT, "format_version": FORMAT_VERSION, **state})
+    try:
+        os.makedirs(folder, exist_ok=True)
+        prefix = f".{os.path.basename(path)}.{_HOST}.{os.getpid()}."
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -42,26 +58,119 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> str:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        cause = _os_error(exc)  # torch's zip writer turns ENOSPC into a RuntimeError on close
+        if cause is not None:
+            raise OSError(cause.errno, f"cannot write checkpoint {path}: {cause.strerror or cause}") from None
         raise
+    _remove_stale_temporaries(folder, os.path.basename(path))
     return path
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError in ``exc``'s chain (itself, its cause or context), if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+_HOST = socket.gethostname().replace(".", "_") or "host"
+
+
+def _remove_stale_temporaries(folder: str, name: str) -> None:
+    """Delete ``.<name>.<this host>.<pid>.*.tmp`` files whose writer process no longer exists."""
+    head = f".{name}.{_HOST}."
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for entry in entries:
+        if not (entry.startswith(head) and entry.endswith(".tmp")):
+            continue
+        pid = entry[len(head):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # the writer is alive (or another user's process): leave it
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.unlink(os.path.join(folder, entry))
+        except OSError:
+            pass
+
+
+def plain_state(value: Any, key: str = "state") -> Any:
+    """``value`` with every container made a plain dict / list / tuple (OmegaConf nodes included)
+    and numpy values made numbers / tensors; anything else raises a CheckpointError naming ``key``."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes, torch.Tensor, torch.dtype, torch.Size)):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value)) if value.dtype != object else \
+            [plain_state(v, f"{key}[{i}]") for i, v in enumerate(value.tolist())]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Mapping):
+        items = ((k if isinstance(k, (str, int)) else str(k), plain_state(v, f"{key}.{k}")) for k, v in value.items())
+        return OrderedDict(items) if isinstance(value, OrderedDict) else dict(items)
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(plain_state(v, f"{key}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, (list, tuple, Sequence)):  # ListConfig, namedtuples, ...
+        return [plain_state(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    raise CheckpointError(f"checkpoint value {key} is a {type(value).__module__}.{type(value).__qualname__}; "
+                          f"a checkpoint holds only tensors, numbers, strings, lists and dicts")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
+    damage = _zip_damage(path)
+    if damage:
+        raise CheckpointError(f"{path}: damaged checkpoint ({damage}): cut short or altered after it was written")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a usable checkpoint"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable SeisPolarity checkpoint (truncated, corrupt or "
-                              f"holding code objects): {first[:200]}") from None
+                              f"holding code objects): {_load_failure(exc)}") from None
     if not isinstance(state, dict) or "model_state_dict" not in state:
-        raise CheckpointError(f"{path}: not a SeisPolarity checkpoint (no 'model_state_dict')")
+        what = f"a {type(state).__name__}" if not isinstance(state, dict) else \
+            f"a dict without 'model_state_dict' (keys: {sorted(map(str, state))[:8]})"
+        raise CheckpointError(f"{path}: not a SeisPolarity checkpoint ({what})")
     return state
+
+
+def _zip_damage(path: str) -> str | None:
+    """What is wrong with a checkpoint's zip container, if anything: torch.load does not check the
+    CRC-32 of each record, so flipped bytes inside a tensor would load silently as wrong weights."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != b"PK\x03\x04":
+        return None  # not a zip (a legacy pickle, random bytes): torch.load(weights_only=True) decides
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        return f"incomplete zip archive: {str(exc).strip() or type(exc).__name__}"
+    return f"CRC mismatch in record {bad}" if bad else None
+
+
+def _load_failure(exc: BaseException) -> str:
+    """The informative line of a torch.load failure (torch's weights_only message is a page long)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "nsupported" in line and not line.startswith("Please file"):
+            return line.replace("WeightsUnpickler error: ", "")[:200]
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 # -- RNG states as plain tensors / lists (weights_only-safe) ------------------------------------

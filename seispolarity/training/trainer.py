@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data.augment import AugmentConfig, prepare_batch
 from ..data.labels import CLASS_NAMES
-from .checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainingConfig
 from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from .metrics import confusion_matrix, metrics_from_confusion
@@ -44,8 +44,12 @@ class TrainingInterrupted(RuntimeError):
         self.signum = signum
         self.checkpoint = checkpoint
         name = signal.Signals(signum).name
-        where = f"; resume with ckpt_path={checkpoint} (or TrainingConfig(resume_from=...))" if checkpoint else ""
-        super().__init__(f"training stopped by {name}; checkpoint written{where}")
+        where = (f"; checkpoint written to {checkpoint}; resume with ckpt_path={checkpoint} "
+                 f"(or TrainingConfig(resume_from=...))") if checkpoint else "; no checkpoint written (save_dir=None)"
+        super().__init__(f"training stopped by {name}{where}")
+
+    def __reduce__(self):  # picklable (launchers ship a job's exception to the parent process)
+        return type(self), (self.signum, self.checkpoint)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -115,6 +119,9 @@ class Trainer:
                  scheduler: Callable | None = None, augment: AugmentConfig | None = None,
                  extra_state: dict[str, Any] | None = None) -> None:
         self.config = config = config or TrainingConfig()
+        if config.deterministic:
+            # deterministic cuBLAS needs a fixed workspace; read when cuBLAS starts (no effect on CPU)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self.ctx = init_distributed(config.distributed, config.device)
         self.device = resolve_device(config.device, self.ctx)
         if self.device.type == "cuda":
@@ -168,6 +175,7 @@ class Trainer:
         self.bad_epochs = 0
         self.history: list[dict[str, Any]] = []
         self.finished = False
+        self.skipped_batches = 0  # batches skipped for a non-finite loss or gradient (on_nan_loss=skip)
         self.extra_state = dict(extra_state or {})
         self._stop_signal: int | None = None
         self.writer = None
@@ -267,42 +275,89 @@ class Trainer:
         cfg = self.config
         batch = self._to_device(batch)
         x, labels, targets = self._inputs(batch, train=True)
+        # A skipped batch must leave no trace: its forward pass already updated BatchNorm's
+        # running statistics, so keep a copy of the buffers to put back.
+        buffers = [b.detach().clone() for b in self.model.buffers()] if cfg.on_nan_loss == "skip" else None
         with self._autocast():
             logits, aux = self.net(x, targets) if getattr(self.model, "aux_targets", None) is not None else (self.net(x), None)
             loss = self._loss(logits, labels, aux)
-        if not bool(torch.isfinite(loss)):
-            indices = batch.get("index")
-            rows = indices.tolist()[:20] if indices is not None else []
-            message = (f"non-finite loss {float(loss)} at step {self.global_step} (epoch {self.epoch + 1}); "
-                       f"batch trace indices {rows}{'...' if indices is not None and len(indices) > 20 else ''}")
-            if cfg.on_nan_loss == "error":
-                raise NonFiniteLossError(message + "; the last good checkpoint is untouched (on_nan_loss=skip skips such batches)")
-            log.warning("skipped batch: %s", message)
-            self.optimizer.zero_grad(set_to_none=True)
-            return loss.detach() * 0, torch.zeros((), device=self.device), 0
+        if self._any_rank(not bool(torch.isfinite(loss.detach()))):
+            return self._non_finite(f"loss {float(loss.detach())}", batch, buffers)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if cfg.gradient_clip_value is not None:
+        if cfg.gradient_clip_value is not None or not self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
-            if cfg.gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(self.model.parameters(), cfg.gradient_clip_value)
-            else:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.gradient_clip_value)
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if not self.scaler.is_enabled():
+                # A finite loss can still give Inf/NaN gradients (e.g. a huge-but-finite trace);
+                # one such step would turn every weight into NaN. (With fp16 the scaler skips it.)
+                norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+                if not bool(torch.isfinite(norm)):
+                    return self._non_finite(f"gradient norm {float(norm)} (loss {float(loss.detach()):.4g})",
+                                            batch, buffers)
+            if cfg.gradient_clip_value is not None:
+                if cfg.gradient_clip_algorithm == "value":
+                    torch.nn.utils.clip_grad_value_(self.model.parameters(), cfg.gradient_clip_value)
+                else:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.gradient_clip_value)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.global_step += 1
         correct = (logits.detach().argmax(dim=1) == labels).sum()
         return loss.detach() * len(labels), correct, len(labels)
 
+    def _any_rank(self, flag: bool) -> bool:
+        if not self.ctx.enabled:
+            return flag
+        box = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        all_reduce_sum(box, self.ctx)
+        return bool(box.item() > 0)
+
+    def _non_finite(self, what: str, batch: dict[str, torch.Tensor], buffers: list[torch.Tensor] | None):
+        """A non-finite loss or gradient: raise NonFiniteLossError, or skip the batch without trace."""
+        message = (f"non-finite {what} at step {self.global_step + 1} (epoch {self.epoch + 1}, batch "
+                   f"{self.batch_in_epoch + 1}); {self._batch_rows(batch)}")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.config.on_nan_loss == "error":
+            raise NonFiniteLossError(message + "; the last good checkpoint is untouched "
+                                               "(trainer.on_nan_loss=skip skips such batches)")
+        log.warning("skipped batch: %s", message)
+        if buffers is not None:
+            with torch.no_grad():
+                for saved, buf in zip(buffers, self.model.buffers()):
+                    buf.copy_(saved)
+        self.skipped_batches += 1
+        return torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0
+
+    def _batch_rows(self, batch: dict[str, torch.Tensor]) -> str:
+        """The batch's traces as rows of the data file (what a user can look up), all of them."""
+        indices = batch.get("index")
+        if indices is None:
+            return "batch trace indices unknown"
+        idx = indices.detach().cpu().numpy()
+        rows = getattr(self.train_dataset, "rows", None)
+        values = [int(v) for v in (rows[idx] if rows is not None else idx)]
+        path = getattr(self.train_dataset, "path", None)
+        return f"batch trace rows{f' of {path}' if path else ''}: {values}"
+
     # -- the loop ----------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         """Train for ``config.epochs`` (or until early stopping); returns history and best metrics."""
         cfg = self.config
         if self.finished:
-            log.info("run already finished at epoch %d; nothing to train", self.epoch)
-            return self.result()
+            stopped_early = (cfg.early_stopping_patience is not None
+                             and self.bad_epochs >= cfg.early_stopping_patience)
+            if self.epoch >= cfg.epochs or stopped_early:
+                log.info("run already finished at epoch %d%s; nothing to train", self.epoch,
+                         " (early stopping)" if stopped_early else "")
+                return self.result()
+            # a finished run resumed with more epochs (e.g. trainer.epochs=2, then 4) trains on
+            log.info("extending a finished run from epoch %d to %d", self.epoch, cfg.epochs)
+            self.finished = False
+        self._check_save_dir()
         self._open_writer()
-        previous = self._install_signal_handlers()
+        self._stop_signal = None  # a Trainer stopped by a signal can train() again
+        previous = self._previous_handlers = self._install_signal_handlers()
         log.info("training %s (%d parameters) on %d traces (val %s) for %d epochs on %s%s",
                  type(self.model).__name__, sum(p.numel() for p in self.model.parameters()),
                  len(self.train_dataset), len(self.val_dataset) if self.val_dataset is not None else 0,
@@ -321,6 +376,20 @@ class Trainer:
             self.save_checkpoint(os.path.join(cfg.save_dir, "last.ckpt"))
         barrier(self.ctx)
         return self.result()
+
+    def _check_save_dir(self) -> None:
+        """Fail before the first step, not after an epoch, when checkpoints cannot be written."""
+        if not (self.is_main and self.config.save_dir):
+            return
+        folder = self.config.save_dir
+        try:
+            os.makedirs(folder, exist_ok=True)
+            probe = os.path.join(folder, f".write-test.{os.getpid()}")
+            with open(probe, "wb") as fh:
+                fh.write(b"0")
+            os.unlink(probe)
+        except OSError as exc:
+            raise OSError(exc.errno, f"save_dir {folder} is not a writable folder: {exc.strerror or exc}") from None
 
     def _train_one_epoch(self) -> None:
         cfg = self.config
@@ -345,8 +414,12 @@ class Trainer:
                 if self.writer is not None:
                     self.writer.add_scalar("Loss/train_step", mean, self.global_step)
             if self._should_stop():
+                log.warning("received %s: stopping at this step boundary (step %d, epoch %d, batch %d)",
+                            signal.Signals(self._stop_signal or signal.SIGTERM).name, self.global_step,
+                            epoch, self.batch_in_epoch)
                 self._epoch_sums = sums.cpu()
                 path = self._interrupt_checkpoint()
+                self._pass_on_signal()
                 raise TrainingInterrupted(self._stop_signal or signal.SIGTERM, path)
         if bar is not None:
             bar.close()
@@ -508,13 +581,22 @@ class Trainer:
         try:
             self.model.load_state_dict(state["model_state_dict"])
         except RuntimeError as exc:
-            raise RuntimeError(f"{path}: checkpoint does not fit {type(self.model).__name__}: "
-                               f"{str(exc).splitlines()[0]}") from None
+            # a CheckpointError (a RuntimeError): one line, with torch's first concrete mismatch
+            details = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+            raise CheckpointError(f"{path}: checkpoint does not fit {type(self.model).__name__}: "
+                                  f"{(details or str(exc).splitlines())[0][:300]}") from None
         if weights_only_model:
             return state
         self.optimizer.load_state_dict(state["optimizer_state_dict"])
         if self.scheduler is not None and state.get("scheduler_state_dict") is not None:
+            configured = self.scheduler.state_dict()
             self.scheduler.load_state_dict(state["scheduler_state_dict"])
+            for key in ("T_max", "step_size", "gamma", "milestones", "total_steps"):
+                if key in configured and configured[key] != state["scheduler_state_dict"].get(key, configured[key]):
+                    log.warning("%s: the checkpoint's learning-rate schedule has %s=%s, this config %s; the "
+                                "checkpoint's schedule continues (e.g. a cosine schedule's T_max follows the "
+                                "epochs of the run that started it)", path, key,
+                                state["scheduler_state_dict"][key], configured[key])
         if state.get("scaler_state_dict") is not None:
             self.scaler.load_state_dict(state["scaler_state_dict"])
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
@@ -541,7 +623,8 @@ class Trainer:
         if threading.current_thread() is not threading.main_thread():
             return {}
         previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+        # SIGUSR1 / SIGUSR2: SLURM's advance warning (--signal=USR1@90; submitit uses USR2 by default)
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None), getattr(signal, "SIGUSR2", None)):
             if sig is None:
                 continue
             previous[sig] = signal.getsignal(sig)
@@ -552,11 +635,25 @@ class Trainer:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
+    def _pass_on_signal(self) -> None:
+        """After the checkpoint, hand the signal to the Python handler installed before training,
+        if any (submitit's pre-emption handler: it requeues the job, which then resumes from
+        ``last.ckpt``, and exits). Python's own Ctrl-C handler is not called."""
+        signum = self._stop_signal
+        handler = getattr(self, "_previous_handlers", {}).get(signum)
+        if signum is None or not callable(handler) or handler is signal.default_int_handler:
+            return
+        log.warning("passing %s on to the handler installed before training (%s)", signal.Signals(signum).name,
+                    getattr(handler, "__qualname__", handler))
+        self._restore_signal_handlers(self._previous_handlers)
+        handler(signum, None)
+
     def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
         if self._stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        # Only set the flag: logging here could re-enter a log handler that the signal interrupted
+        # mid-write (a "reentrant call" error); the loop logs it at the next step boundary.
         self._stop_signal = signum
-        log.warning("received %s: stopping at the next step boundary", signal.Signals(signum).name)
 
     def _should_stop(self) -> bool:
         flag = self._stop_signal is not None

@@ -12,6 +12,7 @@ Layout (DESIGN.md section 3):
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -57,6 +58,8 @@ class FlatReader(Reader):
                  component_order: str | None = None, sampling_rate: float | None = None,
                  on_bad_row: str = "error") -> None:
         super().__init__(path)
+        if os.path.isdir(self.path):
+            raise DataFormatError(f"{self.path}: is a folder; expected one HDF5 file with X and Y")
         defaults = self.presets.get(preset.lower(), {})
         f = self._h5()
         if "X" not in f:
@@ -65,11 +68,13 @@ class FlatReader(Reader):
         x = f["X"]
         if x.ndim not in (2, 3):
             raise DataFormatError(f"{self.path}: 'X' has shape {x.shape}; expected (N, L) or (N, C, L)")
-        if not np.issubdtype(x.dtype, np.number):
-            raise DataFormatError(f"{self.path}: 'X' has dtype {x.dtype}; expected numbers")
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+            raise DataFormatError(f"{self.path}: 'X' has dtype {x.dtype}; expected real numbers (integer or float)")
         n, trace_len = int(x.shape[0]), int(x.shape[-1])
         if n == 0:
             raise DataFormatError(f"{self.path}: 'X' holds no traces")
+        if trace_len == 0:
+            raise DataFormatError(f"{self.path}: 'X' has shape {x.shape}: traces of 0 samples")
 
         key = label_key or ("Y" if "Y" in f else "fm" if "fm" in f else None)
         if key is None or key not in f:
@@ -79,8 +84,12 @@ class FlatReader(Reader):
         if raw.ndim != 1 or len(raw) != n:
             raise DataFormatError(f"{self.path}: '{key}' has shape {raw.shape}; expected ({n},) to match X")
 
-        file_map = f.attrs.get("label_map")
-        chosen = normalize_label_map(file_map) or normalize_label_map(label_map) \
+        try:
+            file_map = normalize_label_map(f.attrs.get("label_map"))
+        except (ValueError, TypeError) as exc:
+            raise DataFormatError(f"{self.path}: attribute 'label_map' is not a valid label map ({exc}); expected "
+                                  f"JSON like {{\"U\": 0, \"D\": 1, \"X\": 2}}") from None
+        chosen = file_map or normalize_label_map(label_map) \
             or normalize_label_map(defaults.get("label_map")) or IDENTITY_MAP
         if on_bad_row not in ("error", "skip"):
             raise ValueError(f"on_bad_row={on_bad_row!r}; expected 'error' or 'skip'")
@@ -103,6 +112,8 @@ class FlatReader(Reader):
 
         has_pick = "p_pick" in f
         if has_pick:
+            if not np.issubdtype(f["p_pick"].dtype, np.number):
+                raise DataFormatError(f"{self.path}: 'p_pick' has dtype {f['p_pick'].dtype}; expected sample numbers")
             p = np.asarray(f["p_pick"][()], dtype=np.float64)
             if p.shape != (n,):
                 raise DataFormatError(f"{self.path}: 'p_pick' has shape {p.shape}; expected ({n},)")
@@ -114,6 +125,8 @@ class FlatReader(Reader):
                 raise DataFormatError(f"{self.path}: no 'p_pick' dataset and no fixed P index; set p_index")
             p = np.full(n, float(fixed))
         self.sampling_rate = float(f.attrs.get("sampling_rate", sampling_rate or defaults.get("sampling_rate", 100.0)))
+        if not (np.isfinite(self.sampling_rate) and self.sampling_rate > 0):
+            raise DataFormatError(f"{self.path}: sampling_rate {self.sampling_rate}; expected a positive number of Hz")
 
         metadata: dict[str, np.ndarray] = {}
         for src, dst in METADATA_KEYS.items():

@@ -1,0 +1,162 @@
+"""How a run that stops early tells the user: one clear line on stderr, the traceback in train.log.
+
+Used by ``runner.run`` (the Hydra side; the library below raises plain exceptions):
+- a signal (``TrainingInterrupted``): the Trainer has written ``last.ckpt``; print one line with
+  the command that resumes, exit ``128 + signum`` (130 SIGINT, 143 SIGTERM, 138 SIGUSR1), also in
+  a multirun (Ctrl-C stops the whole sweep; a submitit job ends with that code);
+- bad input or config (a file that does not match its layout, a label outside the map, an
+  unreadable checkpoint, a non-finite loss, a folder that cannot be written, ...): one line
+  ``error: <cause>`` on stderr and exit 1 for a single run; in a multirun the job fails and Hydra
+  carries on with the others;
+- anything else is a bug: the full traceback, as before.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import signal
+import sys
+import traceback
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+
+from .launch import hydra_quote
+from .training.checkpoint import CheckpointError
+from .training.trainer import TrainingInterrupted
+
+log = logging.getLogger("seispolarity.runner")
+
+#: Exceptions that describe bad input or config (their message names the file / key / value).
+USER_ERRORS = (ValueError, KeyError, OSError, CheckpointError, FloatingPointError)
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The user-facing cause of ``exc`` (unwrapping Hydra's InstantiationException), or None."""
+    wrapped = False
+    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
+        exc, wrapped = exc.__cause__, True
+    if isinstance(exc, USER_ERRORS) or (wrapped and isinstance(exc, TypeError)):
+        return exc
+    return None
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (KeyError without its quotes)."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    parts = [p.strip() for p in text.strip().splitlines() if p.strip()]
+    return "; ".join(parts) if parts else type(exc).__name__
+
+
+def override_value(value: str) -> str:
+    """``value`` as a Hydra override value: bare when the grammar allows it, else quoted."""
+    if re.fullmatch(r"[A-Za-z0-9_./\-+:%@~]+", value):
+        return value
+    return hydra_quote(value)
+
+
+def resume_command(checkpoint: str) -> str:
+    """``python train.py <this run's overrides> ckpt_path=<checkpoint>``, ready for a shell."""
+    try:
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:
+        overrides = []
+    keep = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra.run.dir="))]
+    keep.append(f"ckpt_path={override_value(checkpoint)}")
+    return "python train.py " + " ".join(shlex.quote(o) for o in keep)
+
+
+def interrupted_message(exc: TrainingInterrupted) -> str:
+    name = signal.Signals(exc.signum).name
+    if not exc.checkpoint:
+        return f"training stopped by {name}; no checkpoint was written (trainer.save_dir is null)"
+    return f"training stopped by {name}; checkpoint written to {exc.checkpoint}; resume with: " \
+           f"{resume_command(exc.checkpoint)}"
+
+
+def _mode() -> RunMode | None:
+    try:
+        return HydraConfig.get().mode
+    except ValueError:  # composed without @hydra.main (the compose API): leave exceptions alone
+        return None
+
+
+def _to_log_file_only(text: str) -> None:
+    """Write ``text`` to the run's log file handlers (train.log), not to the console."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def report_failure(exc: BaseException) -> None:
+    """Log ``exc`` the way its kind deserves; for a CLI run, print one line and exit.
+
+    Returns (for the caller to re-raise) when the exception should propagate.
+    """
+    mode = _mode()
+    if isinstance(exc, TrainingInterrupted):
+        line = interrupted_message(exc)
+        log.warning("%s", line)
+        if mode is not None:
+            print(line, file=sys.stderr, flush=True)
+            raise SystemExit(128 + int(exc.signum)) from None
+        return
+    cause = user_error(exc)
+    if cause is None:
+        log.error("run failed:\n%s", traceback.format_exc())
+        return
+    message = one_line(cause)
+    log.error("run failed: %s", message)
+    _to_log_file_only("traceback of the failure above:\n" + traceback.format_exc())
+    if mode == RunMode.RUN:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+class CheckOutputDir(Callback):
+    """Hydra callback: before a run or sweep starts, check that its folder can be written, so an
+    unwritable ``paths.log_dir`` / ``hydra.run.dir`` is one ``error:`` line, not Hydra's traceback.
+
+    Nothing is created: the nearest existing parent folder is probed with a temporary file.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir, "run")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir, "sweep")
+
+    @staticmethod
+    def _check(folder: str, what: str) -> None:
+        problem = writable_folder_problem(str(folder))
+        if problem:
+            print(f"error: cannot write the {what} folder {folder}: {problem} (set paths.log_dir or "
+                  f"hydra.{what}.dir to a writable folder)", file=sys.stderr, flush=True)
+            raise SystemExit(1)
+
+
+def writable_folder_problem(folder: str) -> str | None:
+    """Why ``folder`` could not be created and written (root included), or None."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if not os.path.isdir(path):
+        return f"{path} is a file, not a folder"
+    probe = os.path.join(path, f".write-test.{os.getpid()}")
+    try:
+        with open(probe, "wb") as fh:
+            fh.write(b"0")
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{path} is not writable ({exc.strerror or exc})"
+    return None
