@@ -259,6 +259,37 @@ def test_explicit_splits_and_random_split_subsets(small):
     assert direct["confusion_matrix"] == m["confusion_matrix"]
 
 
+def test_streaming_data_through_dataloader_workers(synthetic_file):
+    stream = WaveformDataset(synthetic_file, name="synthetic", preload=False, max_traces=240)
+    t = Trainer(tiny_ross(), stream, config(epochs=1, batch_size=32, num_workers=2, max_steps_per_epoch=3))
+    t.train()
+    assert t.history[0]["train_loss"] > 0 and t.global_step == 3 and "val_loss" in t.history[0]
+    t = Trainer(tiny_ross(), stream, config(epochs=1, batch_size=32))
+    batches = t.epoch_batches(1)  # every trace once per epoch, in shuffled blocks of contiguous rows
+    assert sorted(torch.cat(batches).tolist()) == list(range(len(t.train_dataset)))
+
+
+def test_seed_makes_runs_repeatable(small):
+    def final(seed):
+        t = Trainer(tiny_ross(dropout=0.3), small, config(epochs=1, max_steps_per_epoch=2, seed=seed),
+                    augment=__import__("seispolarity.data.augment", fromlist=["AugmentConfig"]).AugmentConfig())
+        t.train()
+        return torch.cat([p.detach().flatten() for p in t.model.parameters()]), t.val_dataset.rows
+
+    a, rows_a = final(0)
+    b, rows_b = final(0)
+    c, rows_c = final(1)
+    assert torch.equal(a, b) and np.array_equal(rows_a, rows_b)
+    assert not torch.equal(a, c) and not np.array_equal(rows_a, rows_c)
+
+
+def test_amp_bf16_on_cpu(small):
+    t = Trainer(tiny_ross(), small, config(epochs=1, max_steps_per_epoch=2, amp="bf16"))
+    assert t.amp_dtype == torch.bfloat16
+    t.train()
+    assert math.isfinite(t.history[0]["train_loss"]) and math.isfinite(t.history[0]["val_loss"])
+
+
 def test_devices(small):
     assert resolve_device("cpu").type == "cpu"
     t = Trainer(tiny_ross(), small, config(device="cpu"))
