@@ -141,37 +141,38 @@ def test_an_optuna_sweep_finishes_and_a_second_invocation_resumes_it(tmp_path, c
         assert (sweep / "summary.csv").is_file() and (sweep / "summary.md").is_file()
 
 
-def test_relative_data_path_from_another_folder_and_runs_in_the_same_second(tmp_path):
+def test_relative_data_path_resolves_against_the_users_folder(tmp_path):
     work = tmp_path / "elsewhere"
     n = 64
     rng = np.random.default_rng(0)
     write_flat_file(work / "rel" / "file.hdf5", rng.standard_normal((n, 600)).astype(np.float32), np.arange(n) % 3,
                     p_pick=np.full(n, 300), evids=np.arange(n) // 4)
-    args = ["data=flat", "data.path=rel/file.hdf5", *TINY_ANY_DATA, f"paths.log_dir={tmp_path / 'logs'}"]
-    procs = [start_cli(args, cwd=work, env=cli_env()) for _ in range(2)]  # started together
-    outs = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, f"exit {p.returncode}\n{out[-2000:]}\n{err[-4000:]}"
-    folders = {run_folder(out) for out, _ in outs}
-    assert len(folders) == 2, folders  # different folders even when started in the same second
-    for folder in folders:
-        assert folder.parent == tmp_path / "logs" / "debug" / "runs"
-        cfg = yaml.safe_load((folder / "config.yaml").read_text())
-        assert cfg["data"]["path"] == "rel/file.hdf5"  # as the user typed it ...
-        metrics = json.loads((folder / "metrics.json").read_text())
-        assert sum(metrics["data"]["splits"][k]["traces"] for k in metrics["data"]["splits"]) == n
-    log = (next(iter(folders)) / "train.log").read_text()
-    assert str(work / "rel" / "file.hdf5") in log  # ... read from the user's folder, not the repo's
+    proc = run_cli(["data=flat", "data.path=rel/file.hdf5", *TINY_ANY_DATA, f"paths.log_dir={tmp_path / 'logs'}"],
+                   cwd=work)
+    assert proc.returncode == 0, explain(proc)
+    folder = run_folder(proc.stdout)
+    assert folder.parent == tmp_path / "logs" / "debug" / "runs"
+    cfg = yaml.safe_load((folder / "config.yaml").read_text())
+    assert cfg["data"]["path"] == "rel/file.hdf5"  # as the user typed it ...
+    assert str(work / "rel" / "file.hdf5") in (folder / "train.log").read_text()  # ... read from their folder
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert sum(split["traces"] for split in metrics["data"]["splits"].values()) == n
 
 
-def test_a_failing_job_exits_non_zero_with_its_traceback_in_its_train_log(tmp_path):
-    proc = run_cli(["data=flat", "data.path=missing.hdf5", *TINY_ANY_DATA, f"paths.log_dir={tmp_path}"], cwd=tmp_path)
-    assert proc.returncode != 0, explain(proc)
-    assert "missing.hdf5" in proc.stderr
-    (run,) = list((tmp_path / "debug" / "runs").iterdir())
-    log = (run / "train.log").read_text()
-    assert "Traceback" in log and "missing.hdf5" in log and "FileNotFoundError" in log
-    assert not (run / "metrics.json").exists()
+def test_failing_jobs_exit_non_zero_with_the_traceback_in_their_own_folders(tmp_path):
+    # two jobs started together (the same second): two folders, each with its own train.log
+    args = ["data=flat", "data.path=missing.hdf5", *TINY_ANY_DATA, f"paths.log_dir={tmp_path}"]
+    procs = [start_cli(args, cwd=tmp_path) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode != 0, (out, err)
+        assert "missing.hdf5" in err
+    runs = sorted((tmp_path / "debug" / "runs").iterdir())
+    assert len(runs) == 2, runs
+    for run in runs:
+        log = (run / "train.log").read_text()
+        assert "Traceback" in log and "missing.hdf5" in log and "FileNotFoundError" in log
+        assert (run / ".hydra" / "config.yaml").is_file() and not (run / "metrics.json").exists()
 
 
 def test_bad_overrides_fail_before_any_data_is_touched(tmp_path):
