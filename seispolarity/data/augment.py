@@ -100,6 +100,17 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator, device
     return low + (high - low) * torch.rand(n, generator=generator, device=device)
 
 
+def _trace_std(x: torch.Tensor) -> torch.Tensor:
+    """Per-trace unbiased standard deviation over channels and samples, ``(B,)``.
+
+    ``x.std(dim=(-2, -1))`` to float rounding (~1e-7 relative), by a two-pass mean and sum of
+    squares: torch's CPU std (Welford) takes ~1 ms on a (256, 1, 400) batch, this ~0.05 ms.
+    """
+    flat = x.flatten(1)
+    centred = flat - flat.mean(dim=1, keepdim=True)
+    return (centred.square().sum(dim=1) / max(flat.shape[1] - 1, 1)).sqrt()
+
+
 def augment(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
             sampling_rate: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply flip, scale, band-pass and noise to a cropped batch."""
@@ -119,9 +130,9 @@ def augment(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, generator
     if cfg.noise_prob > 0:
         snr_db = _uniform(b, cfg.noise_snr_db[0], cfg.noise_snr_db[1], generator, dev)
         mask = torch.rand(b, generator=generator, device=dev) < cfg.noise_prob
-        level = x.std(dim=(-2, -1)) / torch.pow(10.0, snr_db / 20.0) * mask
+        level = _trace_std(x) / torch.pow(10.0, snr_db / 20.0) * mask
         noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
-        x = x + noise * level[:, None, None]
+        x = x + noise.mul_(level[:, None, None])  # the same draws as before; no extra temporary
     return x, labels
 
 

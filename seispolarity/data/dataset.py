@@ -195,9 +195,16 @@ class WaveformDataset(Dataset):
         idx = torch.as_tensor(indices, dtype=torch.long)
         if self._store is not None:
             pos = self._store_index[idx] if self._store_index is not None else idx
+            if pos.dim() == 1:
+                try:  # = _store[pos], ~10x faster than advanced indexing on CPU
+                    return self._store.index_select(0, pos)
+                except IndexError:
+                    pass  # negative positions (or the error message of plain indexing)
             return self._store[pos]
-        x = torch.from_numpy(self._read(idx.numpy()))
-        if self.nan_policy == "error" and not bool(torch.isfinite(x).all()):
+        raw = self._read(idx.numpy())
+        x = torch.from_numpy(raw)
+        # numpy's check: single-threaded, so no OpenMP region per batch (those stall for ms on a busy CPU)
+        if self.nan_policy == "error" and not np.isfinite(raw).all():
             bad = int(idx[~torch.isfinite(x).all(dim=2).all(dim=1)][0])
             raise DataFormatError(f"{self.path}: trace at row {int(self.rows[bad])} holds NaN or Inf; "
                                   f"set nan_policy=drop to skip such traces")

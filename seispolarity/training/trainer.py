@@ -402,7 +402,9 @@ class Trainer:
         bar = self._progress(len(batches), f"epoch {epoch}/{cfg.epochs}", initial=skip)
         for i, batch in enumerate(self._iterate(self.train_dataset, batches[skip:]), start=skip):
             loss_sum, correct, count = self.train_step(batch)
-            sums += torch.stack([loss_sum.double(), correct.double(), torch.tensor(count, dtype=torch.float64, device=self.device)])
+            # No new tensor from the host per step (torch.tensor(count, device=cuda) is a blocking copy).
+            sums[:2] += torch.stack([loss_sum.double(), correct.double()])
+            sums[2] += count
             self.batch_in_epoch = i + 1
             if bar is not None:
                 bar.update(1)
