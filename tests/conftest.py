@@ -39,8 +39,9 @@ def tiny_overrides() -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # threads: two CPU cores are shared by everyone; one intra-op thread avoids oversubscription
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
+    """Every in-process test uses one intra-op thread (subprocesses choose their own)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

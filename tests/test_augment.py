@@ -29,15 +29,6 @@ from seispolarity.models import Ross
 from seispolarity.training import Trainer, TrainingConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two CPU cores are shared by everyone: one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 NONE = dict(flip_prob=0.0, noise_prob=0.0, max_shift=0, scale_prob=0.0, bandpass_prob=0.0)
 
 

@@ -32,15 +32,6 @@ from seispolarity.models import Ross
 from seispolarity.training import Trainer, TrainingConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two CPU cores are shared by everyone: one intra-op thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

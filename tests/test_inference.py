@@ -21,14 +21,6 @@ from seispolarity.training import CheckpointError, Trainer, TrainingConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _config(folder: Path, **kw) -> TrainingConfig:
     values = dict(epochs=1, batch_size=32, num_workers=0, device="cpu", save_dir=str(folder), validation_split=0.2,
                   show_progress=False, max_steps_per_epoch=3, seed=3, log_every=1000)

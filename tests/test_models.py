@@ -26,14 +26,6 @@ OVERFIT_LR = {"diting_motion": 1e-2, "polarcap": 1e-2}
 OVERFIT_STEPS = {"diting_motion": 100}  # small network with dropout: a few more steps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _targets(model: PolarityModel, batch: int, gen: torch.Generator) -> dict:
     return {"labels": torch.randint(0, model.num_classes, (batch,), generator=gen),
             "p_index": torch.full((batch,), model.input_length // 2, dtype=torch.long),

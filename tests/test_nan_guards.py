@@ -27,14 +27,6 @@ from seispolarity.training import NonFiniteLossError, Trainer, TrainingConfig
 HUGE = 3e37  # finite in float32 (max 3.4e38); a convolution over it overflows
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make(path, save_dir=None, **overrides) -> Trainer:
     torch.manual_seed(0)
     dataset = WaveformDataset(path, name="flat", preload=True, window_length=400, normalize="none")

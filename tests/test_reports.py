@@ -30,14 +30,6 @@ PREDS = np.array([0, 1, 0, 2, 1, 0, 2, 0, 2, 2])
 CM = [[2, 1, 1], [1, 1, 0], [1, 0, 3]]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_confusion_matrix_by_hand():
     cm = confusion_matrix(torch.from_numpy(LABELS), torch.from_numpy(PREDS), 3)
     assert cm.tolist() == CM

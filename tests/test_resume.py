@@ -24,14 +24,6 @@ from seispolarity.training import Trainer, TrainingConfig, TrainingInterrupted, 
 AUGMENT = dict(flip_prob=0.5, noise_prob=0.5, max_shift=5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
     return write_flat(tmp_path_factory.mktemp("resume") / "train.hdf5", n=240)
