@@ -156,13 +156,14 @@ def read_row_windows(dataset, rows: np.ndarray, start: np.ndarray, length: int,
             pieces.append((i, j))
             i = j
     # Reads: consecutive pieces together (one HDF5 call with the union of their hyperslabs, over
-    # the columns they span), each below max_block_bytes.
+    # the columns they span), each below max_block_bytes and of at most 256 pieces (HDF5 merges a
+    # union of hyperslabs in time quadratic in their number: a shuffled batch of blocks has ~16).
     p = 0
     while p < len(pieces):
         q, nrows = p, 0
         while q < len(pieces):
             span = int(srows[pieces[q][1] - 1] - srows[pieces[q][0]]) + 1
-            if q > p and (nrows + span) * row_bytes > max_block_bytes:
+            if q > p and ((nrows + span) * row_bytes > max_block_bytes or q - p >= 256):
                 break
             nrows += span
             q += 1
