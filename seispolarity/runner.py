@@ -278,6 +278,9 @@ def _leave_process_group() -> None:
     except ValueError:
         multirun = False
     if not multirun:
+        # Leave together: a rank that tears gloo down while rank 0 still writes its report can
+        # abort ("terminate called without an active exception").
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     elif not getattr(_leave_process_group, "at_exit", False):
         import atexit
