@@ -578,6 +578,12 @@ def table(results: dict) -> str:
         f"file: {os.path.relpath(results['file'], ROOT)} ({results['stream_traces']:,} traces; training rows use "
         f"the first {results['num_traces']:,}); load average {m['load_avg_start']} -> {m.get('load_avg_end')}",
         f"command: {results['command']}",
+    ]
+    busy = max(m["load_avg_start"][0], (m.get("load_avg_end") or [0])[0])
+    if busy > (m["nproc"] or 1) - 0.5 and m["threads"] > 1 and m["omp_wait_policy"].upper() != "PASSIVE":
+        lines.append(f"WARNING: load average {busy:.1f} on {m['nproc']} CPUs with {m['threads']} spinning OpenMP threads: "
+                     f"expect noisy, low numbers; --threads 1 or --omp-wait-policy passive measure the code, not the crowd")
+    lines += [
         "",
         "| row | samples/s (median) | spread | ratio | target | met |",
         "|---|---:|---:|---:|---|---|",
