@@ -298,7 +298,8 @@ def _context(trainer, dataset) -> dict[str, Any]:
     return {"model": describe.get("name"), "parameters": describe.get("parameters"),
             "data": getattr(dataset, "path", None), "layout": getattr(dataset, "name", None),
             "traces": len(dataset) if dataset is not None else None,
-            "epoch": getattr(trainer, "epoch", None)}
+            "epoch": getattr(trainer, "epoch", None),
+            "dropped_unknown": (getattr(dataset, "dropped", None) or {}).get("unknown_label")}
 
 
 def write_predictions_csv(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
@@ -345,6 +346,9 @@ def render_markdown(metrics: Mapping[str, Any], context: Mapping[str, Any] | Non
     lines += [f"- {name}: {_fmt(value)}" for name, value in facts if value is not None]
     if metrics.get("excluded_unknown"):
         lines.append(f"- traces labelled unknown left out (two-class model): {metrics['excluded_unknown']}")
+    if context.get("dropped_unknown"):
+        lines.append(f"- traces labelled unknown dropped from the data file before splitting (data.unknown=drop): "
+                     f"{context['dropped_unknown']}")
     lines += ["", "## Summary", ""]
     head = ["metric", "network"] + (["first-break baseline"] if base else [])
     rows = []
