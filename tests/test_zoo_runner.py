@@ -38,7 +38,7 @@ TWO_CLASS = [m for m in MODELS if MODEL_REGISTRY[m]().num_classes == 2]
 #: the parameters that only an auxiliary loss can move
 AUX_HEADS = {"ppnet": ("decoder.", "mask_out."), "diting_motion": ("clarity_sides.", "clarity_fuse.")}
 
-register_configs()  # one intra-op thread per test: conftest's autouse fixture
+register_configs()  # (one intra-op thread per test comes from conftest's autouse fixture)
 
 
 # ----------------------------------------------------------------------------------------------
