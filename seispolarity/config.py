@@ -207,6 +207,44 @@ def _data_schemas() -> dict[str, type]:
     return out
 
 
+#: Keys of a data node that an eval set does not take: the layout comes from ``name``, and an eval
+#: set is one file (no ``test_path``).
+EVAL_SET_EXCLUDED = ("_target_", "test_path")
+
+
+def data_schemas() -> dict[str, type]:
+    """The schema of each ``data`` option (``conf/data/<option>.yaml``), built once."""
+    if not hasattr(data_schemas, "cache"):
+        data_schemas.cache = _data_schemas()
+    return data_schemas.cache
+
+
+def eval_set_schema(schemas: dict[str, type]) -> type:
+    """One entry of ``eval_sets``: every key of every data option, optional (null = not given), typed
+    where the options agree. Which keys the chosen layout (``name``) takes is checked by the runner."""
+    types_: dict[str, Any] = {"name": str}
+    for schema in schemas.values():
+        hints = typing.get_type_hints(schema)
+        for f in dataclasses.fields(schema):
+            if f.name in EVAL_SET_EXCLUDED:
+                continue
+            tp = hints.get(f.name, Any)
+            types_[f.name] = tp if types_.get(f.name, tp) == tp else Any
+    fields_ = [(k, Any if tp is Any else Optional[tp], field(default=None))
+               for k, tp in types_.items()]
+    return dataclasses.make_dataclass("EvalSetSchema", fields_)
+
+
+def run_schema(schemas: dict[str, type]) -> type:
+    """``RunSchema`` plus ``eval_sets``: named extra test sets, each validated at compose time. The
+    mapping is not in struct mode, so ``'eval_sets={toc2me: {...}}'`` adds sets (an experiment's too)."""
+    from omegaconf import DictConfig
+
+    entry = eval_set_schema(schemas)
+    default = field(default_factory=lambda: DictConfig({}, element_type=entry, flags={"struct": False}))
+    return dataclasses.make_dataclass("RunSchema", [("eval_sets", Dict[str, entry], default)], bases=(RunSchema,))
+
+
 def register_configs() -> None:
     """Store every schema in Hydra's ConfigStore (idempotent)."""
     from .data.augment import AugmentConfig
@@ -214,14 +252,14 @@ def register_configs() -> None:
     from .training.config import TrainingConfig
 
     cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=RunSchema)
+    cs.store(name="run_schema", node=run_schema(data_schemas()))
     for name, node in (("adam", AdamSchema), ("adamw", AdamWSchema), ("sgd", SGDSchema)):
         cs.store(group="schema/optimizer", name=name, node=node)
     for name, node in (("step", StepLRSchema), ("cosine", CosineSchema), ("reduce_on_plateau", PlateauSchema)):
         cs.store(group="schema/scheduler", name=name, node=node)
     for name, cls in MODEL_REGISTRY.items():
         cs.store(group="schema/model", name=name, node=schema_from_callable(f"{cls.__name__}Schema", cls, cls))
-    for name, node in _data_schemas().items():
+    for name, node in data_schemas().items():
         cs.store(group="schema/data", name=name, node=node)
     trainer = schema_from_callable(
         "TrainerSchema", TrainingConfig, TrainingConfig, exclude=TRAINER_EXCLUDED,

@@ -37,6 +37,13 @@ log = logging.getLogger("seispolarity.runner")
 USER_ERRORS = (ValueError, KeyError, OSError, CheckpointError, FloatingPointError)
 
 
+class UsageError(ValueError):
+    """A command that cannot run as given (e.g. ``train=false`` without ``ckpt_path``): one line on
+    stderr, exit 2, nothing logged to the console."""
+
+    exit_code = 2
+
+
 def user_error(exc: BaseException) -> BaseException | None:
     """The user-facing cause of ``exc`` (unwrapping Hydra's InstantiationException), or None."""
     wrapped = False
@@ -113,11 +120,14 @@ def report_failure(exc: BaseException) -> None:
         log.error("run failed:\n%s", traceback.format_exc())
         return
     message = one_line(cause)
-    log.error("run failed: %s", message)
-    _to_log_file_only("traceback of the failure above:\n" + traceback.format_exc())
+    if isinstance(cause, UsageError):
+        _to_log_file_only(f"run refused: {message}")
+    else:
+        log.error("run failed: %s", message)
+        _to_log_file_only("traceback of the failure above:\n" + traceback.format_exc())
     if mode == RunMode.RUN:
         print(f"error: {message}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        raise SystemExit(getattr(cause, "exit_code", 1)) from None
 
 
 class CheckOutputDir(Callback):

@@ -219,15 +219,12 @@ def analyse(labels: np.ndarray, predictions: np.ndarray, num_classes: int,
 
 
 # -- the run-folder report -------------------------------------------------------------------------
-def write_report(run_dir: str | os.PathLike, trainer, dataset, metrics: dict[str, Any],
-                 history: Sequence[Mapping[str, Any]] | None = None,
-                 options: ReportConfig | Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write report.md, test_predictions.csv, PNGs and TensorBoard pictures; return the metrics for
-    metrics.json (per-trace arrays removed, ``bins``, ``baseline``, ``report`` and ``figures`` added).
-
-    ``metrics`` is what ``trainer.evaluate(dataset, return_predictions=True)`` returned. Under DDP
-    every rank must call this (the per-trace predictions are gathered); only rank 0 writes.
-    """
+def score_dataset(run_dir: str | os.PathLike, trainer, dataset, metrics: dict[str, Any],
+                  options: ReportConfig | Mapping[str, Any] | None = None,
+                  predictions_file: str = "test_predictions.csv") -> dict[str, Any]:
+    """``trainer.evaluate(dataset, return_predictions=True)`` -> metrics.json's entry: per-trace arrays
+    removed; bins and the first-break baseline added and ``predictions_file`` written (report options
+    permitting, on rank 0; under DDP every rank calls this: the predictions are gathered)."""
     options = ReportConfig.from_any(options)
     arrays = _gather_predictions(metrics, trainer)
     metrics = {k: v for k, v in metrics.items() if k not in PREDICTION_KEYS}
@@ -245,11 +242,33 @@ def write_report(run_dir: str | os.PathLike, trainer, dataset, metrics: dict[str
         except Exception as exc:  # noqa: BLE001 - the report must not fail a finished run
             log.warning("first-break baseline skipped: %s", exc)
     metrics.update(analyse(arrays["labels"], arrays["predictions"], num_classes, meta, baseline, options))
-    context = _context(trainer, dataset)
-    metrics["report"] = "report.md"
     if options.save_predictions:
-        write_predictions_csv(run_dir / "test_predictions.csv", arrays, meta, baseline, num_classes)
-        metrics["predictions_file"] = "test_predictions.csv"
+        write_predictions_csv(run_dir / predictions_file, arrays, meta, baseline, num_classes)
+        metrics["predictions_file"] = predictions_file
+    return metrics
+
+
+def write_report(run_dir: str | os.PathLike, trainer, dataset, metrics: dict[str, Any],
+                 history: Sequence[Mapping[str, Any]] | None = None,
+                 options: ReportConfig | Mapping[str, Any] | None = None,
+                 header: Sequence[tuple[str, Any]] | None = None) -> dict[str, Any]:
+    """Write report.md, test_predictions.csv, PNGs and TensorBoard pictures; return the metrics for
+    metrics.json (per-trace arrays removed, ``bins``, ``baseline``, ``report`` and ``figures`` added).
+
+    ``metrics`` is what ``trainer.evaluate(dataset, return_predictions=True)`` returned (an
+    ``evaluated`` entry, e.g. "test split of <file> (N traces)", is shown). ``header``: the run's
+    (label, value) facts shown first (the runner's ``evaluation.run_header``). Under DDP every rank
+    must call this (the per-trace predictions are gathered); only rank 0 writes.
+    """
+    options = ReportConfig.from_any(options)
+    has_arrays = all(k in metrics for k in PREDICTION_KEYS)
+    metrics = score_dataset(run_dir, trainer, dataset, metrics, options)
+    if not getattr(trainer, "is_main", True) or not options.enabled or not has_arrays:
+        return metrics
+    run_dir = Path(run_dir)
+    context = _context(trainer, dataset)
+    context["header"] = list(header or [])
+    metrics["report"] = "report.md"
     figures, written = {}, []
     if options.plots and plots_available():
         try:
@@ -339,48 +358,14 @@ def render_markdown(metrics: Mapping[str, Any], context: Mapping[str, Any] | Non
     """The text of report.md."""
     context = dict(context or {})
     base = metrics.get("baseline")
-    lines = ["# Evaluation report", ""]
-    facts = [("model", context.get("model")), ("parameters", context.get("parameters")),
-             ("data", context.get("data")), ("layout", context.get("layout")),
-             ("traces evaluated", metrics.get("num_samples")), ("epochs trained", context.get("epoch"))]
-    lines += [f"- {name}: {_fmt(value)}" for name, value in facts if value is not None]
-    if metrics.get("excluded_unknown"):
-        lines.append(f"- traces labelled unknown left out (two-class model): {metrics['excluded_unknown']}")
-    if context.get("dropped_unknown"):
-        lines.append(f"- traces labelled unknown dropped from the data file before splitting (data.unknown=drop): "
-                     f"{context['dropped_unknown']}")
-    lines += ["", "## Summary", ""]
-    head = ["metric", "network"] + (["first-break baseline"] if base else [])
-    rows = []
-    for key, name in (("accuracy", "accuracy"), ("updown_accuracy", "up/down accuracy"),
-                      ("macro_f1", "macro F1"), ("loss", "loss")):
-        if key in metrics:
-            rows.append([name, _fmt(metrics[key])] + ([_fmt(base.get(key))] if base else []))
-    lines += _table(head, rows)
+    lines = ["# Evaluation report", ""] + _facts(metrics, context)
+    lines += ["", "## Summary", ""] + _summary_table(metrics)
     lines += ["", "Up/down accuracy: of the traces truly up or down, the share predicted with the right sign "
                   "(a prediction of unknown counts as wrong).", ""]
     lines += _class_section("Network", metrics)
     if base:
-        lines += _class_section("First-break baseline", base)
-        params = ", ".join(f"{k}={v}" for k, v in (base.get("params") or {}).items()) or "defaults"
-        lines += [f"Baseline: `seispolarity.baselines.first_break_polarity` ({params}) on the same raw windows, "
-                  "P at the centre: the sign of the first sample after the pick that leaves the pre-P noise "
-                  "band; no crossing -> unknown.", ""]
-    for key, (title, unit) in BIN_KEYS.items():
-        rows_ = (metrics.get("bins") or {}).get(key)
-        if not rows_:
-            continue
-        lines += [f"## Accuracy by {title if title.isupper() else title.lower()}{f' ({unit})' if unit else ''}", ""]
-        head = [title, "traces", "accuracy", "up/down traces", "up/down accuracy"]
-        if base:
-            head += ["baseline accuracy", "baseline up/down accuracy"]
-        table = []
-        for r in rows_:
-            row = [r["bin"], str(r["count"]), _fmt(r["accuracy"]), str(r["updown_count"]), _fmt(r["updown_accuracy"])]
-            if base:
-                row += [_fmt(r.get("baseline_accuracy")), _fmt(r.get("baseline_updown_accuracy"))]
-            table.append(row)
-        lines += _table(head, table) + [""]
+        lines += _class_section("First-break baseline", base) + _baseline_note(base)
+    lines += _bin_sections(metrics)
     if figures:
         lines += ["## Figures", ""] + [f"![{Path(f).stem.replace('_', ' ')}]({f})" for f in figures] + [""]
     elif not plots:
@@ -389,10 +374,110 @@ def render_markdown(metrics: Mapping[str, Any], context: Mapping[str, Any] | Non
     return "\n".join(lines)
 
 
-def _class_section(title: str, m: Mapping[str, Any]) -> list[str]:
+def _facts(metrics: Mapping[str, Any], context: Mapping[str, Any]) -> list[str]:
+    """The run header (``context["header"]``: (label, value) rows) or, without one, what is known of
+    the model and data; then what was evaluated and what was left out."""
+    header = list(context.get("header") or [])
+    if header:
+        facts = header + [("evaluated", metrics.get("evaluated")), ("traces scored", metrics.get("num_samples"))]
+    else:
+        epoch = context.get("epoch") or None  # 0: nothing trained here (an evaluation-only run)
+        facts = [("model", context.get("model")), ("parameters", context.get("parameters")),
+                 ("data", context.get("data")), ("layout", context.get("layout")),
+                 ("evaluated", metrics.get("evaluated")), ("traces evaluated", metrics.get("num_samples")),
+                 ("epochs trained", epoch)]
+    lines = [f"- {name}: {_fmt(value)}" for name, value in facts if value is not None]
+    if metrics.get("excluded_unknown"):
+        lines.append(f"- traces labelled unknown left out (two-class model): {metrics['excluded_unknown']}")
+    if context.get("dropped_unknown"):
+        lines.append(f"- traces labelled unknown dropped from the data file before splitting (data.unknown=drop): "
+                     f"{context['dropped_unknown']}")
+    return lines
+
+
+def _summary_table(metrics: Mapping[str, Any]) -> list[str]:
+    base = metrics.get("baseline")
+    head = ["metric", "network"] + (["first-break baseline"] if base else [])
+    rows = []
+    for key, name in (("accuracy", "accuracy"), ("updown_accuracy", "up/down accuracy"),
+                      ("macro_f1", "macro F1"), ("loss", "loss")):
+        if key in metrics:
+            rows.append([name, _fmt(metrics[key])] + ([_fmt(base.get(key))] if base else []))
+    return _table(head, rows)
+
+
+def _baseline_note(base: Mapping[str, Any]) -> list[str]:
+    params = ", ".join(f"{k}={v}" for k, v in (base.get("params") or {}).items()) or "defaults"
+    return [f"Baseline: `seispolarity.baselines.first_break_polarity` ({params}) on the same raw windows, "
+            "P at the centre: the sign of the first sample after the pick that leaves the pre-P noise "
+            "band; no crossing -> unknown.", ""]
+
+
+NO_UPDOWN = "no up/down traces"
+
+
+def _bin_sections(metrics: Mapping[str, Any], level: str = "##", title_prefix: str = "") -> list[str]:
+    """One table per bin key. A bin holding traces but none labelled up or down says so: its accuracy
+    would only measure how unknown traces (noise windows) are told apart, not polarity."""
+    base = metrics.get("baseline")
+    lines: list[str] = []
+    for key, (title, unit) in BIN_KEYS.items():
+        rows_ = (metrics.get("bins") or {}).get(key)
+        if not rows_:
+            continue
+        name = title if title.isupper() else title.lower()
+        lines += [f"{level} {title_prefix}Accuracy by {name}{f' ({unit})' if unit else ''}", ""]
+        head = [title, "traces", "accuracy", "up/down traces", "up/down accuracy"]
+        head += ["baseline accuracy", "baseline up/down accuracy"] if base else []
+        table = [_bin_row(r, bool(base)) for r in rows_]
+        lines += _table(head, table) + [""]
+        if any(r["count"] and not r["updown_count"] for r in rows_):
+            lines += [f"A bin with {NO_UPDOWN} holds only traces labelled unknown (e.g. noise windows): no "
+                      "polarity accuracy is shown for it.", ""]
+    return lines
+
+
+def _bin_row(r: Mapping[str, Any], baseline: bool) -> list[str]:
+    if r["count"] and not r["updown_count"]:
+        return [r["bin"], str(r["count"]), NO_UPDOWN, "0", "-"] + (["-", "-"] if baseline else [])
+    row = [r["bin"], str(r["count"]), _fmt(r["accuracy"]), str(r["updown_count"]), _fmt(r["updown_accuracy"])]
+    return row + ([_fmt(r.get("baseline_accuracy")), _fmt(r.get("baseline_updown_accuracy"))] if baseline else [])
+
+
+def render_eval_section(name: str, metrics: Mapping[str, Any]) -> list[str]:
+    """report.md's section for the extra test set ``name`` (``eval_sets``): what was scored, network
+    next to the first-break baseline, per class, confusion matrices, bins."""
+    base = metrics.get("baseline")
+    lines = [f"## Eval set: {name}", ""]
+    dropped = (metrics.get("dropped") or {}).get("unknown_label")
+    facts = [("evaluated", metrics.get("evaluated")), ("traces scored", metrics.get("num_samples")),
+             ("traces labelled unknown dropped (two-class model, unknown=auto)", dropped),
+             ("traces labelled unknown left out (two-class model)", metrics.get("excluded_unknown") or None)]
+    lines += [f"- {k}: {_fmt(v)}" for k, v in facts if v is not None] + [""]
+    lines += _summary_table(metrics) + [""]
+    lines += _class_section(f"{name}: network", metrics, "###")
+    if base:
+        lines += _class_section(f"{name}: first-break baseline", base, "###") + _baseline_note(base)
+    lines += _bin_sections(metrics, "###", f"{name}: ")
+    return lines
+
+
+def append_report(run_dir: str | os.PathLike, lines: Sequence[str],
+                  header: Sequence[tuple[str, Any]] | None = None) -> Path:
+    """Add ``lines`` to the run's report.md (a new report with ``header`` when there is none yet)."""
+    path = Path(run_dir) / "report.md"
+    if path.is_file():
+        text = path.read_text().rstrip("\n") + "\n\n"
+    else:
+        text = "\n".join(["# Evaluation report", ""] + [f"- {k}: {_fmt(v)}" for k, v in header or []] + [""]) + "\n"
+    path.write_text(text + "\n".join(lines).rstrip("\n") + "\n")
+    return path
+
+
+def _class_section(title: str, m: Mapping[str, Any], level: str = "##") -> list[str]:
     names = list(m.get("support", {}))
     rows = [[n, _fmt(m["precision"][n]), _fmt(m["recall"][n]), _fmt(m["f1"][n]), str(m["support"][n])] for n in names]
-    out = [f"## {title}: per class", ""] + _table(["class", "precision", "recall", "F1", "support"], rows) + [""]
+    out = [f"{level} {title}: per class", ""] + _table(["class", "precision", "recall", "F1", "support"], rows) + [""]
     cm = m.get("confusion_matrix")
     if cm:
         out += [f"{title} confusion matrix (rows: true class, columns: predicted):", ""]
@@ -592,6 +677,6 @@ def hparams_of(trainer) -> dict[str, Any]:
     return plain
 
 
-__all__ = ["ReportConfig", "write_report", "analyse", "bin_metrics", "bin_edges", "prediction_metrics",
+__all__ = ["ReportConfig", "write_report", "score_dataset", "render_eval_section", "append_report", "analyse", "bin_metrics", "bin_edges", "prediction_metrics",
            "baseline_on_dataset", "render_markdown", "write_predictions_csv", "report_summary", "make_figures",
            "plot_confusion", "plot_training_curves", "plot_accuracy_by_bins", "plots_available", "hparams_of"]

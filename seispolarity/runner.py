@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import logging
 import math
 import os
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,10 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import TRAINER_EXCLUDED
-from .reports import report_summary, write_report
+from .failures import UsageError
+from .evaluation import (build_eval_sets, checkpoint_state, data_identity, eval_set_configs, eval_sets_summary,
+                         evaluate_eval_sets, evaluated_text, held_out_split, run_header)
+from .reports import ReportConfig, append_report, render_eval_section, report_summary, write_report
 from .training import Trainer, TrainingConfig, seed_everything
 from .training.distributed import DistContext, barrier, init_distributed
 from .training.checkpoint import load_checkpoint
@@ -112,14 +117,16 @@ def summarize(result: dict, test: dict | None, trainer: Trainer) -> dict[str, An
     return summary
 
 
-def describe_data(cfg: DictConfig, trainer: Trainer, test_from_file: bool) -> dict[str, Any]:
+def describe_data(cfg: DictConfig, trainer: Trainer, test_from_file: bool, evaluated=None) -> dict[str, Any]:
     """metrics.json's ``data``: the unknown policy, the label map, what each file lost (and why)
-    and the traces / classes of every split."""
+    and the traces / classes of every split (of an evaluation-only run: of the ``evaluated`` traces)."""
     mode = cfg.data.get("unknown", "keep") if cfg.get("data") is not None else "keep"
     if mode == "auto":
         mode = "drop" if trainer.num_classes == 2 else "keep"
     splits = {role: ds for role, ds in (("train", trainer.train_dataset), ("val", trainer.val_dataset),
                                         ("test", trainer.test_dataset)) if ds is not None}
+    if evaluated is not None:
+        splits = {"test": evaluated}
     out: dict[str, Any] = {"unknown": mode, "label_map": getattr(trainer.train_dataset, "label_map", None),
                            "dropped": {"train_file": dict(getattr(trainer.train_dataset, "dropped", {}))}}
     if test_from_file and trainer.test_dataset is not None:
@@ -145,6 +152,9 @@ def run(cfg: DictConfig) -> float:
     """Train and/or test as the config says; write the run folder; return the objective."""
     out = output_dir()
     try:
+        if not cfg.get("train", True) and not cfg.get("ckpt_path"):
+            raise UsageError("evaluation needs ckpt_path=<checkpoint> (train=false scores a trained model, e.g. "
+                             "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt)")
         return _run(cfg, out)
     except Exception as exc:
         from .failures import report_failure
@@ -202,68 +212,131 @@ def _adapt_to_launcher(cfg: DictConfig, tconfig: TrainingConfig) -> None:
 
 
 def _run(cfg: DictConfig, out: Path) -> float:
+    started = time.monotonic()
     _resolve_lr(cfg)
     ctx = _join_process_group(cfg)
     seed_everything(int(cfg.seed))
     tconfig = training_config(cfg)  # first: a bad trainer value fails before any data is touched
+    extra_configs = eval_set_configs(cfg)  # so does a bad eval set
+    state = checkpoint_state(cfg)  # train=false: the checkpoint (its run config: what it held out)
     model = build_model(cfg)
     augment = instantiate(cfg.augment) if cfg.get("augment") is not None else None
     with _main_rank_first(ctx):  # rank 0 generates / caches the data once; the other ranks read it
         dataset, test_dataset = build_datasets(cfg, model, augment)
+        held_out = held_out_split(cfg, dataset, state) if test_dataset is None else None
+        extra_sets = build_eval_sets(extra_configs, model, dataset)
     _adapt_to_launcher(cfg, tconfig)
-    if not cfg.train:
-        tconfig.validation_split = 0.0
-        tconfig.test_split = 0.0 if test_dataset is None else tconfig.test_split
+    test_dataset, how = _test_data(cfg, tconfig, test_dataset, held_out)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     trainer = Trainer(
         model=model, dataset=dataset, config=tconfig, test_dataset=test_dataset,
         optimizer=instantiate(cfg.optimizer, _convert_="all") if cfg.optimizer is not None else None,
         scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") is not None else None,
-        augment=augment, extra_state={"run_config": resolved})
+        augment=augment, extra_state={"run_config": resolved, "data_identity": data_identity(resolved.get("data"))})
     if trainer.is_main:
         _write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         log.info("run folder: %s", out)
         log.info("data: %r", dataset)
-    result = trainer.result()
-    if cfg.train:
-        result = trainer.train()
-    test_metrics = None
-    report_history = result.get("history")
-    if cfg.test or not cfg.train:
-        if cfg.train:
-            best = Path(tconfig.save_dir or "") / "best.ckpt"
-            if best.is_file():
-                trainer.model.load_state_dict(load_checkpoint(best)["model_state_dict"])
-                log.info("testing the best checkpoint (%s)", best)
-        elif cfg.ckpt_path:
-            state = trainer.load_checkpoint(to_absolute_path(cfg.ckpt_path), weights_only_model=True)
-            report_history = state.get("history") or report_history
-            log.info("evaluating %s", cfg.ckpt_path)
-        eval_set = trainer.test_dataset if trainer.test_dataset is not None else (
-            None if cfg.train else trainer.train_dataset)
-        if eval_set is not None:
-            test_metrics = trainer.evaluate(eval_set, return_predictions=True)
-            if trainer.writer is not None:
-                trainer._log_eval_scalars("Test", test_metrics, trainer.epoch)
-            # report.md, PNGs, TensorBoard figures; metrics.json's "test" gains bins and the baseline
-            report = OmegaConf.to_container(cfg.report, resolve=True) if cfg.get("report") is not None else None
-            test_metrics = write_report(out, trainer, eval_set, test_metrics, report_history, report)
+    result = trainer.train() if cfg.train else trainer.result()
+    header = functools.partial(_header, cfg, trainer, result, started, state, resolved)  # timed when written
+    test_metrics, extra = _evaluate(cfg, trainer, tconfig, out, result, how, extra_sets, header)
     trainer.close()
     summary = summarize(result, test_metrics, trainer)
     summary.update(report_summary(test_metrics))
+    summary.update(eval_sets_summary(extra))
+    summary["wall_time_s"] = round(time.monotonic() - started, 1)
     value = objective_value(cfg, summary)
     if trainer.is_main:
-        payload = {"objective": {"name": cfg.objective, "value": value}, "summary": summary,
-                   "best": result.get("best"), "test": test_metrics,
-                   "history": [{k: v for k, v in h.items() if k != "val_metrics"} for h in result.get("history", [])],
-                   "run_dir": str(out), "tags": list(cfg.tags),
-                   "data": describe_data(cfg, trainer, test_from_file=test_dataset is not None)}
-        _write_json(out / "metrics.json", payload)
+        evaluated = None if cfg.train else (trainer.test_dataset if trainer.test_dataset is not None
+                                            else trainer.train_dataset)
+        data = describe_data(cfg, trainer, test_from_file=how == "test file", evaluated=evaluated)
+        _write_metrics(out, cfg, value, summary, result, test_metrics, extra, data)
         acc = summary.get("test_accuracy")
         print(f"run folder: {out}\n" + (f"test accuracy: {acc:.4f}" if acc is not None else
                                           f"{cfg.objective}: {value:.4f}"), flush=True)
     _leave_process_group()
     return value
+
+
+def _write_metrics(out: Path, cfg: DictConfig, value: float, summary: dict, result: dict, test_metrics: dict | None,
+                   extra: dict, data: dict) -> None:
+    payload = {"objective": {"name": cfg.objective, "value": value}, "summary": summary,
+               "best": result.get("best"), "test": test_metrics, "eval_sets": extra,
+               "history": [{k: v for k, v in h.items() if k != "val_metrics"} for h in result.get("history", [])],
+               "run_dir": str(out), "tags": list(cfg.tags), "data": data}
+    if test_metrics and test_metrics.get("evaluated"):
+        payload["evaluated"] = test_metrics["evaluated"]  # e.g. "test split of <file> (N traces)"
+    _write_json(out / "metrics.json", payload)
+
+
+def _test_data(cfg: DictConfig, tconfig: TrainingConfig, test_dataset, held_out) -> tuple[Any, str]:
+    """The test set and how it was chosen: a training run tests the data set's own test file, else
+    a held-out split; train=false scores that file, else the checkpoint's own held-out split of the
+    data it trained on (``held_out``), else every trace."""
+    how = "test file" if test_dataset is not None else "test split"
+    if not cfg.train:
+        tconfig.validation_split = 0.0
+        tconfig.test_split = 0.0 if test_dataset is None else tconfig.test_split
+        if held_out is not None:
+            test_dataset, how = held_out
+        elif test_dataset is None:
+            how = "all"
+    return test_dataset, how
+
+
+def _evaluate(cfg: DictConfig, trainer: Trainer, tconfig: TrainingConfig, out: Path, result: dict, how: str,
+              extra_sets: dict[str, Any], header) -> tuple[dict | None, dict[str, Any]]:
+    """Test the best checkpoint (or, for train=false, ``ckpt_path``) on the test data, then on every
+    eval set; write the report. Returns metrics.json's ``test`` and ``eval_sets``."""
+    if not (cfg.test or not cfg.train or extra_sets):
+        return None, {}
+    history = _load_for_evaluation(cfg, trainer, tconfig) or result.get("history")
+    report = OmegaConf.to_container(cfg.report, resolve=True) if cfg.get("report") is not None else None
+    test_metrics = None
+    eval_set = trainer.test_dataset if trainer.test_dataset is not None else (None if cfg.train else trainer.train_dataset)
+    if eval_set is not None and (cfg.test or not cfg.train):
+        test_metrics = trainer.evaluate(eval_set, return_predictions=True)
+        test_metrics["evaluated"] = evaluated_text(how, eval_set)
+        log.info("evaluated: %s", test_metrics["evaluated"])
+        if trainer.writer is not None:
+            trainer._log_eval_scalars("Test", test_metrics, trainer.epoch)
+        # report.md, PNGs, TensorBoard figures; metrics.json's "test" gains bins and the baseline
+        test_metrics = write_report(out, trainer, eval_set, test_metrics, history, report, header=header())
+    extra = evaluate_eval_sets(trainer, extra_sets, out, report)
+    enabled = ReportConfig.from_any(report).enabled
+    if extra and trainer.is_main and enabled:
+        sections = [line for name, m in extra.items() for line in render_eval_section(name, m)]
+        append_report(out, sections, header())
+    return test_metrics, extra
+
+
+def _load_for_evaluation(cfg: DictConfig, trainer: Trainer, tconfig: TrainingConfig) -> list | None:
+    """Load the weights to evaluate: the best checkpoint after training, ``ckpt_path`` for train=false.
+    Returns the training history to plot (the checkpoint's, for train=false)."""
+    if cfg.train:
+        best = Path(tconfig.save_dir or "") / "best.ckpt"
+        if best.is_file():
+            trainer.model.load_state_dict(load_checkpoint(best)["model_state_dict"])
+            log.info("testing the best checkpoint (%s)", best)
+        return None
+    state = trainer.load_checkpoint(to_absolute_path(cfg.ckpt_path), weights_only_model=True)
+    log.info("evaluating %s", cfg.ckpt_path)
+    return state.get("history") or None
+
+
+def _header(cfg: DictConfig, trainer: Trainer, result: dict, started: float, state: dict | None,
+            resolved: dict) -> list[tuple[str, Any]]:
+    """report.md's run header; for train=false, the training facts of the checkpoint's run."""
+    model = trainer.model.describe() if hasattr(trainer.model, "describe") else {"name": type(trainer.model).__name__}
+    model = {**model, "parameters": sum(p.numel() for p in trainer.model.parameters())}
+    wall = time.monotonic() - started
+    if state is None:
+        splits = {role: len(ds) for role, ds in (("train", trainer.train_dataset), ("validation", trainer.val_dataset),
+                                                 ("test", trainer.test_dataset)) if ds is not None}
+        return run_header(resolved, trainer.config.to_dict(), trainer.epoch, (result.get("best") or {}).get("epoch"),
+                          model, wall, splits=splits)
+    return run_header(state.get("run_config") or {}, state.get("training_config") or {}, state.get("epoch"),
+                      (state.get("best_metrics") or {}).get("epoch"), model, wall, checkpoint=str(cfg.ckpt_path))
 
 
 def _leave_process_group() -> None:
@@ -353,7 +426,7 @@ def write_sweep_summary(sweep_dir: Path, objective: str | None = None, maximize:
         writer.writerows(rows)
     shown = [c for c in columns if c in ("rank", "job", "overrides", "status", "objective", "val_accuracy",
                                          "val_updown_accuracy", "test_accuracy", "test_updown_accuracy",
-                                         "test_macro_f1", "epochs", "parameters")]
+                                         "test_macro_f1", "epochs", "parameters") or _eval_set_column(c)]
 
     def fmt(v):
         return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
@@ -363,6 +436,12 @@ def write_sweep_summary(sweep_dir: Path, objective: str | None = None, maximize:
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in shown) + " |" for r in rows]
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
     return rows
+
+
+def _eval_set_column(column: str) -> bool:
+    """summary.md shows each eval set's up/down accuracy (summary.csv has every number)."""
+    return column.startswith("eval_") and column.endswith("_updown_accuracy") and not column.endswith(
+        "_baseline_updown_accuracy")
 
 
 class SweepSummary(Callback):
