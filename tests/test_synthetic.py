@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from seispolarity.baselines import first_break_polarity
-from seispolarity.data.synthetic import (NO_SIGNAL_SNR_DB, SyntheticConfig, ensure_synthetic,
+from seispolarity.data.synthetic import (INSTRUMENTS, NO_SIGNAL_SNR_DB, SyntheticConfig, ensure_synthetic,
                                          generate_synthetic, synthesise)
 
 N = 2000
@@ -35,7 +35,8 @@ def synth(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clean():
     """Noise-free traces, no noise-only windows, no flips: for the causality and sign checks."""
-    return synthesise(600, seed=5, config=SyntheticConfig(noise=False, noise_only_fraction=0.0, flip_fraction=0.0))
+    return synthesise(600, seed=5, config=SyntheticConfig(noise=False, noise_only_fraction=0.0, flip_fraction=0.0,
+                                                          resample_fraction=0.0))
 
 
 def test_generation_is_fast(synth):
@@ -74,8 +75,9 @@ def test_keys_shapes_dtypes_attrs(synth):
     sizes = np.bincount(d["evids"])
     assert sizes[:-1].min() >= 5 and sizes.max() <= 15
     assert np.all(np.diff(d["evids"]) >= 0)
-    assert np.isfinite(d["magnitude"]).all() and 0 < d["magnitude"].min() and d["magnitude"].max() < 7.5
-    assert d["distance"].min() >= 5 - 1e-3 and d["distance"].max() <= 150 + 1e-3
+    assert np.isfinite(d["magnitude"]).all() and -1 <= d["magnitude"].min() and d["magnitude"].max() <= 5
+    assert d["distance"].min() >= 1 - 1e-3 and d["distance"].max() <= 150 + 1e-3
+    assert d["instrument"].dtype == np.int8 and set(np.unique(d["instrument"])) == set(range(len(INSTRUMENTS)))
     assert np.all(np.abs(d["amplitude"]) <= 1.0 + 1e-6)
 
 
@@ -135,8 +137,12 @@ def test_pulse_is_causal_without_noise(clean):
     assert np.all(pt >= 1)
     peak = np.abs(X).max(axis=1)
     assert np.all(peak > 0)
-    before = np.array([np.abs(x[:p]).max() for x, p in zip(X, pt)])
-    assert np.all(before <= 1e-6 * peak), (before / peak).max()
+    before = np.array([np.abs(x[:p]).max() for x, p in zip(X, pt)]) / peak
+    # The 120 s broadband sensor's response tail outlasts the FFT buffer: its wrap-around is a
+    # near-constant offset below 1e-3 of the peak; every other operator is exact to rounding.
+    broadband = clean["instrument"] == [name for name, _, _ in INSTRUMENTS].index("broadband_120s")
+    assert np.all(before[~broadband] <= 1e-6), before[~broadband].max()
+    assert np.all(before[broadband] <= 1e-3), before[broadband].max()
 
 
 def test_first_motion_has_labelled_sign(clean):
@@ -148,11 +154,40 @@ def test_first_motion_has_labelled_sign(clean):
     # ... and with flip_fraction=0, of the label (the sign check a user runs on their own data).
     ud = Y < 2
     assert np.all(np.where(first[ud] > 0, 0, 1) == Y[ud])
-    # On impulsive onsets the first three samples too (an emergent onset can be a weak first swing
-    # before a larger opposite one: that is what makes it hard).
-    early = X[rows[:, None], pt[:, None] + np.arange(3)[None, :]].sum(axis=1)
-    share_pos = [np.mean(early[(Y == c) & (clean["Z"] == b"I")] > 0) for c in (0, 1)]
-    assert share_pos[0] == 1.0 and share_pos[1] == 0.0
+
+
+def _first_lobe_ratio(X, onset, span=50):
+    """Peak of the first half-cycle (onset to the first sign change) over the peak of ``span`` samples."""
+    ratios = []
+    for x, p in zip(X, onset):
+        seg = x[p:p + span]
+        change = np.nonzero(np.sign(seg) != np.sign(seg[0]))[0]
+        lobe = seg[:change[0]] if len(change) else seg
+        ratios.append(np.abs(lobe).max() / np.abs(seg).max())
+    return np.array(ratios)
+
+
+def test_first_lobe_does_not_predict_what_follows(clean):
+    """The recipe randomises what follows the first motion: weak first lobes before a bigger
+    opposite swing are common, and so are dominant first lobes (a network must read the sign)."""
+    ratio = _first_lobe_ratio(clean["X"], clean["p_true"])
+    assert 0.25 < np.mean(ratio < 0.5) < 0.75, np.mean(ratio < 0.5)
+    assert np.mean(ratio > 0.9) > 0.15
+    # The mean of the first 0.2 s agrees with the first motion about half the time, not always or never.
+    rows = np.arange(len(clean["X"]))
+    mean02 = clean["X"][rows[:, None], clean["p_true"][:, None] + np.arange(20)[None, :]].mean(axis=1)
+    agree = np.mean(np.sign(mean02) == np.sign(clean["amplitude"]))
+    assert 0.3 < agree < 0.7, agree
+
+
+def test_resampled_records_ring_only_slightly_before_the_onset():
+    d = synthesise(300, seed=6, config=SyntheticConfig(noise=False, noise_only_fraction=0.0, resample_fraction=1.0))
+    X, pt = d["X"], d["p_true"]
+    before = np.array([np.abs(x[max(0, p - 20):p]).max() for x, p in zip(X, pt)])
+    onset = np.array([np.abs(x[p:p + 5]).max() for x, p in zip(X, pt)])
+    ratio = before / onset  # the linear-phase anti-alias filter rings ahead of the onset (Gibbs) ...
+    assert np.median(ratio) > 1e-3
+    assert np.median(ratio) < 0.2 and np.percentile(ratio, 90) < 0.5  # ... but less than the onset
 
 
 def test_baseline_beats_chance_but_is_not_perfect(synth):
