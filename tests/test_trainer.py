@@ -43,7 +43,7 @@ def config(tmp_path=None, **kw) -> TrainingConfig:
 def test_defaults_are_the_docs_defaults():
     c = TrainingConfig()
     expected = dict(batch_size=256, num_workers=4, pin_memory=True, epochs=50, learning_rate=1e-4, optimizer="adam",
-                    weight_decay=1e-5, lr_scheduler=None, lr_scheduler_params={}, gradient_clip_value=None,
+                    weight_decay=1e-5, lr_scheduler=None, lr_scheduler_params=None, gradient_clip_value=None,
                     early_stopping_patience=10, early_stopping_min_delta=1e-4, save_dir="./checkpoints",
                     save_every=5, save_best_only=True, validation_split=0.1, validation_every=1, device="cuda",
                     log_every=100, tensorboard_dir=None, resume_from=None, amp=False)

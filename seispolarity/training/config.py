@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -39,7 +39,7 @@ class TrainingConfig:
     weight_decay: float = 1e-5
     momentum: float = 0.9
     lr_scheduler: str | None = None
-    lr_scheduler_params: dict[str, Any] = field(default_factory=dict)
+    lr_scheduler_params: dict[str, Any] | None = None
     gradient_clip_value: float | None = None
     early_stopping_patience: int | None = 10
     early_stopping_min_delta: float = 1e-4
@@ -117,7 +117,8 @@ class TrainingConfig:
             self.lr_scheduler = None
         if self.lr_scheduler not in SCHEDULERS:
             fail("lr_scheduler", f"one of {[s for s in SCHEDULERS if s]} or None")
-        self.lr_scheduler_params = dict(self.lr_scheduler_params or {})
+        if self.lr_scheduler_params is not None:
+            self.lr_scheduler_params = dict(self.lr_scheduler_params)
         if self.gradient_clip_value is not None and not self.gradient_clip_value > 0:
             fail("gradient_clip_value", "None or a number > 0")
         if self.early_stopping_patience is not None and (

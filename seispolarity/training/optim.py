@@ -31,7 +31,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config, factory: Scheduler
     """
     if factory is not None:
         return factory(optimizer)
-    name, params = config.lr_scheduler, dict(config.lr_scheduler_params)
+    name, params = config.lr_scheduler, dict(config.lr_scheduler_params or {})
     if name is None:
         return None
     try:
