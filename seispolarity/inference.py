@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from .console import bar
 from .data.augment import crop
 from .data.dataset import WaveformDataset, normalize_waveforms
 from .data.labels import CLASS_NAMES, UNKNOWN, LabelError
@@ -236,9 +237,14 @@ class Predictor:
             raise ValueError("p_index holds NaN or Inf")
         p = np.round(p).astype(np.int64)
         parts = []
+        progress = bar(n, "predicting", unit="trace", enabled=n > self.batch_size)
         for a in range(0, n, self.batch_size):
             parts.append(self._forward(torch.from_numpy(_windows(x[a:a + self.batch_size], p[a:a + self.batch_size],
                                                                  self.input_length))))
+            if progress is not None:
+                progress.update(min(self.batch_size, n - a))
+        if progress is not None:
+            progress.close()
         return self._result(parts, n, indices=np.arange(n), metadata=metadata)
 
     # -- HDF5 / datasets ---------------------------------------------------------------------------------
@@ -274,10 +280,15 @@ class Predictor:
             raise ValueError(f"the data is sampled at {dataset.sampling_rate:g} Hz, the model at {self.sampling_rate:g} Hz")
         idx = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
         parts = []
+        progress = bar(len(idx), "predicting", unit="trace", enabled=len(idx) > self.batch_size)
         for a in range(0, len(idx), self.batch_size):
             x = dataset.raw_windows(torch.from_numpy(idx[a:a + self.batch_size]))
             x, _ = crop(x, self.input_length)
             parts.append(self._forward(x))
+            if progress is not None:
+                progress.update(len(x))
+        if progress is not None:
+            progress.close()
         metadata = {k: np.asarray(v)[idx] for k, v in dataset.metadata.items()}
         return self._result(parts, len(idx), indices=idx, labels=dataset.labels.numpy()[idx], metadata=metadata)
 

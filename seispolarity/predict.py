@@ -54,6 +54,17 @@ def parse_value(text: str) -> Any:
     return text
 
 
+class UsageExit(SystemExit):
+    """A command line that cannot run: exit status 2, ``str()`` the message (printed by ``main``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def parse_args(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     args: dict[str, Any] = {}
     data_options: dict[str, Any] = {}
@@ -61,44 +72,82 @@ def parse_args(argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         key, sep, value = item.partition("=")
         key = key.lstrip("-").strip()
         if not sep:
-            raise SystemExit(f"argument {item!r} is not key=value\n{USAGE}")
+            raise UsageExit(f"argument {item!r} is not key=value\n{USAGE}")
         if key.startswith("data."):
             data_options[key[5:]] = parse_value(value)
         elif key in KEYS:
             args[key] = parse_value(value) if key not in ("ckpt", "data", "out", "skhash", "name", "device") else value
         else:
-            raise SystemExit(f"unknown argument {key!r}; known: {', '.join(sorted(KEYS))}, data.KEY\n{USAGE}")
+            raise UsageExit(f"unknown argument {key!r}; known: {', '.join(sorted(KEYS))}, data.KEY\n{USAGE}")
     for required in ("ckpt", "data"):
         if required not in args:
-            raise SystemExit(f"missing {required}=...\n{USAGE}")
+            raise UsageExit(f"missing {required}=...\n{USAGE}")
     return args, data_options
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; returns its exit status: 0, 1 for bad input (one ``error:`` line naming the file
+    and what is wrong), 2 for a command line that cannot run (with the usage)."""
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or any(a in ("-h", "--help", "help") for a in argv):
+    if any(a in ("-h", "--help", "help") for a in argv):
         print(__doc__)
         return 0
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
-    args, data_options = parse_args(argv)
+    if not argv:
+        print(USAGE, file=sys.stderr)
+        return 2
+    args: dict[str, Any] = {}
+    try:
+        args, data_options = parse_args(argv)
+        logging.basicConfig(level=logging.INFO, format="[%(levelname)s] %(message)s")
+        return _predict(args, data_options)
+    except UsageExit as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise
+    except Exception as exc:  # noqa: BLE001 - bad input: one line; anything else: the traceback
+        from .training.checkpoint import CheckpointError
+
+        if not isinstance(exc, (OSError, ValueError, KeyError, CheckpointError)):
+            raise
+        print(f"error: {_one_line(exc, args)}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _one_line(exc: BaseException, args: dict[str, Any]) -> str:
+    """The error on one line, naming the file it is about."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    parts = [p.strip() for p in text.strip().splitlines() if p.strip()]
+    line = "; ".join(parts[:2]) if parts else type(exc).__name__
+    if not any(str(args.get(k, "")) and str(args.get(k)) in line for k in ("ckpt", "data", "out", "skhash")):
+        line = f"{getattr(exc, 'filename', None) or args.get('data')}: {line}"
+    return line[:500]
+
+
+def _predict(args: dict[str, Any], data_options: dict[str, Any]) -> int:
     import numpy as np
 
     from .inference import Predictor
 
-    predictor = Predictor(args["ckpt"], device=args.get("device", "auto"), batch_size=int(args.get("batch_size", 256)),
-                          threshold=args.get("threshold"), max_uncertainty=args.get("max_uncertainty"),
-                          mc_samples=args.get("mc_samples"))
+    from .training.checkpoint import CheckpointError
+
+    try:
+        predictor = Predictor(args["ckpt"], device=args.get("device", "auto"),
+                              batch_size=int(args.get("batch_size", 256)), threshold=args.get("threshold"),
+                              max_uncertainty=args.get("max_uncertainty"), mc_samples=args.get("mc_samples"))
+    except RuntimeError as exc:  # weights that do not fit the model, an unavailable device
+        if isinstance(exc, CheckpointError):
+            raise
+        raise ValueError(f"{args['ckpt']}: {str(exc).strip().splitlines()[0]}") from None
     print(predictor, flush=True)
     data = str(args["data"])
     if data.endswith(".npy"):
         if data_options:
-            raise SystemExit(f"data.* options apply to data files and folders, not to .npy arrays: {data_options}")
+            raise UsageExit(f"data.* options apply to data files and folders, not to .npy arrays: {data_options}")
         result = predictor.predict_arrays(np.load(data), p_index=args.get("p_index"),
                                           sampling_rate=args.get("sampling_rate"))
     else:
         for key in ("p_index", "sampling_rate"):
             if key in args:
-                raise SystemExit(f"{key}= applies to .npy arrays; for files set data.{key}=... if the layout reads it")
+                raise UsageExit(f"{key}= applies to .npy arrays; for files set data.{key}=... if the layout reads it")
         result = predictor.predict_file(data, name=args.get("name", "flat"), **data_options)
     out = args.get("out", "picks.csv")
     result.to_csv(out)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..console import default_console_logging, logs_above_bars
 from ..data.augment import AugmentConfig, prepare_batch
 from ..data.labels import CLASS_NAMES
 from .checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
@@ -108,6 +109,16 @@ def _keep_numpy(batch):
     return batch
 
 
+def _resolve_augment(augment: AugmentConfig | str | None) -> AugmentConfig | None:
+    if isinstance(augment, str):
+        if augment != "default":
+            raise ValueError(f"augment={augment!r}; expected 'default', an AugmentConfig or None")
+        return AugmentConfig()
+    if augment is not None and not isinstance(augment, AugmentConfig):
+        raise ValueError(f"augment={augment!r}; expected 'default', an AugmentConfig or None")
+    return augment
+
+
 class Trainer:
     """Train and evaluate a polarity model.
 
@@ -119,13 +130,15 @@ class Trainer:
             ``validation_split`` share is held out (event-grouped when the data has event ids).
         optimizer / scheduler: optional factories ``f(params)`` / ``f(optimizer)`` that override
             ``config.optimizer`` / ``config.lr_scheduler`` (the Hydra runner passes ``_partial_`` ones).
-        augment: training augmentations (an AugmentConfig); None for none.
+        augment: training augmentations: "default" (``AugmentConfig()``, the runner's default too:
+            polarity flips, added noise, pick-error shifts), an AugmentConfig, or None for none.
+            Models trained on the synthetic set transfer to real records with it (docs/sim2real.md).
         extra_state: plain data stored in every checkpoint (the runner stores the resolved config).
     """
 
     def __init__(self, model: torch.nn.Module, dataset, config: TrainingConfig | None = None,
                  val_dataset=None, test_dataset=None, optimizer: Callable | None = None,
-                 scheduler: Callable | None = None, augment: AugmentConfig | None = None,
+                 scheduler: Callable | None = None, augment: AugmentConfig | str | None = "default",
                  extra_state: dict[str, Any] | None = None) -> None:
         self.config = config = config or TrainingConfig()
         if config.deterministic:
@@ -155,7 +168,7 @@ class Trainer:
         self.input_length = int(getattr(model, "input_length", 0) or 0)
         self.num_classes = int(getattr(model, "num_classes", 3))
         self._check_labels_fit(dataset, "training")
-        self.augment = augment
+        self.augment = _resolve_augment(augment)
         self.normalize = getattr(dataset, "normalize", None)
         self.sampling_rate = float(getattr(dataset, "sampling_rate", 100.0))
         self.net: torch.nn.Module = self.model
@@ -355,6 +368,7 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Train for ``config.epochs`` (or until early stopping); returns history and best metrics."""
         cfg = self.config
+        default_console_logging()  # plain API without logging set up: one line per epoch on stderr
         if self.finished:
             stopped_early = (cfg.early_stopping_patience is not None
                              and self.bad_epochs >= cfg.early_stopping_patience)
@@ -374,10 +388,11 @@ class Trainer:
                  len(self.train_dataset), len(self.val_dataset) if self.val_dataset is not None else 0,
                  cfg.epochs, self.device, f", {self.ctx.world_size} processes" if self.ctx.enabled else "")
         try:
-            while self.epoch < cfg.epochs and not self.finished:
-                self._train_one_epoch()
-                if self.finished:
-                    break
+            with logs_above_bars(cfg.show_progress and self.is_main):  # log lines above the bars
+                while self.epoch < cfg.epochs and not self.finished:
+                    self._train_one_epoch()
+                    if self.finished:
+                        break
         finally:
             self._restore_signal_handlers(previous)
             if self.writer is not None:
@@ -423,7 +438,7 @@ class Trainer:
                 mean = (sums[0] / sums[2].clamp_min(1)).item()
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean:.4f}")
-                log.info("epoch %d step %d loss %.4f", epoch, self.global_step, mean)
+                log.info("epoch %d step %d loss %.4f", epoch, self.global_step, mean, extra={"per_step": True})
                 if self.writer is not None:
                     self.writer.add_scalar("Loss/train_step", mean, self.global_step)
             if self._should_stop():
@@ -510,7 +525,10 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         excluded = torch.zeros((), dtype=torch.long, device=self.device)
         preds, probs, labels_all, idx_all = [], [], [], []
+        bar = self._progress(len(batches), "evaluating") if len(batches) > 1 else None
         for b, batch in zip(batches, self._iterate(dataset, batches)):
+            if bar is not None:
+                bar.update(1)
             batch = self._to_device(batch)
             x, labels, _ = self._inputs(batch, train=False)
             with self._autocast():
@@ -527,6 +545,8 @@ class Trainer:
                 probs.append(p.cpu())
                 labels_all.append(labels.cpu())
                 idx_all.append(b)
+        if bar is not None:
+            bar.close()
         all_reduce_sum(cm, self.ctx)
         all_reduce_sum(loss_sum, self.ctx)
         all_reduce_sum(excluded, self.ctx)
@@ -600,7 +620,16 @@ class Trainer:
                                   f"{(details or str(exc).splitlines())[0][:300]}") from None
         if weights_only_model:
             return state
-        self.optimizer.load_state_dict(state["optimizer_state_dict"])
+        names = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+        theirs, mine = str((state.get("training_config") or {}).get("optimizer", "")), type(self.optimizer).__name__
+        if theirs in names and mine.lower() in names and theirs != mine.lower():
+            raise CheckpointError(f"{path}: the checkpoint was trained with {names[theirs]}, this run's optimizer is "
+                                  f"{mine}; resume with the same optimizer (optimizer={theirs})")
+        try:
+            self.optimizer.load_state_dict(state["optimizer_state_dict"])
+        except (KeyError, ValueError) as exc:  # e.g. KeyError('step'): another optimizer's state
+            raise CheckpointError(f"{path}: the checkpoint's optimizer state does not fit {mine}: "
+                                  f"{type(exc).__name__} {exc}") from None
         if self.scheduler is not None and state.get("scheduler_state_dict") is not None:
             configured = self.scheduler.state_dict()
             self.scheduler.load_state_dict(state["scheduler_state_dict"])
