@@ -26,7 +26,7 @@ is randomised by physics that real records show. Every trace is a vertical recor
   accelerometer (a causal difference of velocity). ``resample_fraction`` of the records were
   recorded at a higher rate and decimated with a linear-phase anti-alias filter (as
   ``scipy.signal.resample_poly`` does), the one non-causal step: a small ringing precursor.
-* **Wavefield** - the direct P, 0-4 later arrivals 0.05-2 s behind it of random sign, and scattered
+* **Wavefield** - the direct P, 0-2 later arrivals 0.05-2 s behind it of random sign, and scattered
   coda that builds up continuously from the onset, all through the same source, path, site and
   instrument.
 * **Noise** - Gaussian, coloured either by a mix of Peterson's (1993) low and high noise models or by
@@ -156,12 +156,12 @@ class SyntheticConfig:
     stress_drop_min_mpa: float = 0.1
     stress_drop_max_mpa: float = 10.0
     tstar_log10_min: float = -3.0
-    tstar_log10_max: float = -1.3
+    tstar_log10_max: float = -1.6
     emergent_fraction: float = 0.3
     emergent_ramp_min: float = 0.02
     emergent_ramp_max: float = 0.2
     reverb_fraction: float = 0.7
-    reverb_max: float = 0.8
+    reverb_max: float = 0.7
     reverb_delay_min: float = 0.01
     reverb_delay_max: float = 0.15
     echo_fraction: float = 0.7
@@ -176,17 +176,17 @@ class SyntheticConfig:
     antialias_min: float = 0.8
     antialias_max: float = 1.0
     later_min: int = 0
-    later_max: int = 4
+    later_max: int = 2
     later_delay_min: float = 0.05
     later_delay_max: float = 2.0
     later_amp_min: float = 0.1
-    later_amp_max: float = 1.0
+    later_amp_max: float = 0.7
     coda_amp_min: float = 0.1
-    coda_amp_max: float = 1.0
+    coda_amp_max: float = 0.6
     coda_rise_min: float = 0.02
-    coda_rise_max: float = 0.5
-    coda_decay_min: float = 0.5
-    coda_decay_max: float = 3.0
+    coda_rise_max: float = 0.3
+    coda_decay_min: float = 0.3
+    coda_decay_max: float = 2.0
     noise: bool = True
     snr_min_db: float = -5.0
     snr_max_db: float = 60.0
