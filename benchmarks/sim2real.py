@@ -64,9 +64,12 @@ def train_synthetic(model_name: str, traces: int, epochs: int, seed: int, knobs:
                     batch_size: int, lr: float, cache_dir: str):
     seed_everything(seed)
     model = get_model(model_name)
+    t0 = time.time()
     data = synthetic_dataset(cache_dir=cache_dir, num_traces=traces, seed=0, preload=True,
                              window_length=model.input_length, max_shift=int(augment.get("max_shift", 5)),
                              knobs=knobs)
+    print(f"synthetic data: {traces} traces ready in {time.time() - t0:.1f} s (generated on first use, then cached)",
+          flush=True)
     config = TrainingConfig(batch_size=batch_size, epochs=epochs, learning_rate=lr, device="auto",
                             num_workers=0, seed=seed, save_dir=None, tensorboard_dir=None,
                             early_stopping_patience=5, validation_split=0.1, test_split=0.1, log_every=10**9)

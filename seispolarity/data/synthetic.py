@@ -13,7 +13,7 @@ is randomised by physics that real records show. Every trace is a vertical recor
 * **Source** - a Brune (omega-squared) moment-rate pulse whose corner frequency follows from the
   event's magnitude (Mw uniform in ``magnitude_min..magnitude_max``, -1..5: local events from
   micro-earthquakes, corners of hundreds of Hz, to M5, ~0.5 Hz) and a log-uniform stress drop;
-  differenced to ground velocity. About 30% of onsets are emergent (a causal amplitude ramp).
+  differenced to ground velocity. About 40% of onsets are emergent (a causal amplitude ramp).
 * **Path** - causal minimum-phase attenuation, t* log-uniform and growing with distance.
 * **Site** - near-surface reverberation, layer over half-space: a resonance ``1 / (1 - r z^-tau)``
   (r of either sign, tau 0.01-0.15 s: 3-50 Hz ringing) and an echo ``1 + g z^-d`` (g of either sign
@@ -157,16 +157,16 @@ class SyntheticConfig:
     stress_drop_max_mpa: float = 10.0
     tstar_log10_min: float = -3.0
     tstar_log10_max: float = -1.6
-    emergent_fraction: float = 0.3
+    emergent_fraction: float = 0.4
     emergent_ramp_min: float = 0.02
-    emergent_ramp_max: float = 0.2
+    emergent_ramp_max: float = 0.3
     reverb_fraction: float = 0.7
     reverb_max: float = 0.7
     reverb_delay_min: float = 0.01
     reverb_delay_max: float = 0.15
-    echo_fraction: float = 0.7
+    echo_fraction: float = 0.8
     echo_gain_min: float = 0.2
-    echo_gain_max: float = 2.5
+    echo_gain_max: float = 3.0
     echo_delay_min: float = 0.01
     echo_delay_max: float = 0.3
     instrument_weights: tuple[float, ...] = (1.0, 1.0, 2.0, 1.0, 1.0, 1.0)
