@@ -196,7 +196,9 @@ def _data_schemas() -> dict[str, type]:
     out["synthetic"] = schema_from_callable(
         "SyntheticDataSchema", presets.synthetic_dataset, presets.synthetic_dataset, dataset.WaveformDataset,
         exclude=runner_filled + ("path", "name", "knobs"),
-        overrides={**common, "knobs": (knobs, knobs)})
+        # path: never read (the set is generated); a key so that `data.path=...` reaches the runner's
+        # one-line explanation instead of Hydra's "Key 'path' not in 'SyntheticDataSchema'"
+        overrides={**common, "knobs": (knobs, knobs), "path": (Optional[str], None)})
     for name, factory in READERS.items():
         if name == "synthetic":
             continue
@@ -243,6 +245,36 @@ def run_schema(schemas: dict[str, type]) -> type:
     entry = eval_set_schema(schemas)
     default = field(default_factory=lambda: DictConfig({}, element_type=entry, flags={"struct": False}))
     return dataclasses.make_dataclass("RunSchema", [("eval_sets", Dict[str, entry], default)], bases=(RunSchema,))
+
+
+def _output_dir() -> str:
+    """``${seispolarity.output_dir:}`` (``paths.output_dir``): the job's folder, Hydra's
+    ``runtime.output_dir``; before a job runs (``python train.py --cfg job --resolve``), the folder
+    a run would get (Hydra leaves ``runtime.output_dir`` unset then)."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    hydra = HydraConfig.get()
+    output_dir = OmegaConf.select(hydra, "runtime.output_dir", default=None)
+    if output_dir:
+        return str(output_dir)
+    if hydra.mode == RunMode.MULTIRUN:
+        return os.path.join(os.path.abspath(str(hydra.sweep.dir)), "<job number>")
+    return os.path.abspath(str(hydra.run.dir))
+
+
+def register_resolvers() -> None:
+    """OmegaConf resolvers the configs in ``conf/`` use (idempotent)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("seispolarity.output_dir"):
+        OmegaConf.register_new_resolver("seispolarity.output_dir", _output_dir)
+
+
+register_resolvers()  # on import: a launcher's worker process resolves the config without train.py
 
 
 def register_configs() -> None:

@@ -49,6 +49,9 @@ def _eval_set_config(name: str, entry: Any, cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"eval_sets.{name} needs name=<layout>, one of {', '.join(sorted(schemas))}{got}")
     if layout != "synthetic" and not given.get("path"):
         raise ValueError(f"eval_sets.{name} needs path=<file> (the {layout} data to evaluate)")
+    if layout == "synthetic" and given.get("path"):
+        raise ValueError(f"eval_sets.{name}: name=synthetic generates its traces and reads no file "
+                         f"(path={given['path']}); give the file's layout as name= (scsn, flat, instance, ...)")
     known = {f.name for f in dataclasses.fields(schemas[layout])} - set(EVAL_SET_EXCLUDED)
     unknown = sorted(set(given) - known)
     if unknown:
@@ -58,6 +61,8 @@ def _eval_set_config(name: str, entry: Any, cfg: DictConfig) -> dict[str, Any]:
         given.setdefault("cache_dir", OmegaConf.select(cfg, "paths.cache_dir", default=None) or "data/cache")
     data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schemas[layout]), given), resolve=True)
     data.pop("test_path", None)
+    if layout == "synthetic":
+        data.pop("path", None)
     return data
 
 
@@ -172,6 +177,11 @@ def data_identity(data: Mapping[str, Any] | None) -> dict[str, Any]:
     return out
 
 
+def _set_keys(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """An identity without its unset keys (a key added to a schema later is unset in older checkpoints)."""
+    return {k: v for k, v in identity.items() if v is not None}
+
+
 def checkpoint_state(cfg: DictConfig) -> dict[str, Any] | None:
     """The checkpoint an evaluation-only run scores (None for a training run)."""
     if cfg.get("train", True) or not cfg.get("ckpt_path"):
@@ -187,7 +197,8 @@ def held_out_split(cfg: DictConfig, dataset, state: Mapping[str, Any] | None):
     if state is None or cfg.data.get("test_path") or not hasattr(dataset, "split"):
         return None
     theirs = state.get("data_identity") or data_identity((state.get("run_config") or {}).get("data"))
-    if not theirs or theirs != data_identity(OmegaConf.to_container(cfg.data, resolve=True)):
+    mine = data_identity(OmegaConf.to_container(cfg.data, resolve=True))
+    if not theirs or _set_keys(theirs) != _set_keys(mine):
         return None
     training = state.get("training_config") or {}
     val, test = float(training.get("validation_split", 0.0)), float(training.get("test_split", 0.0))

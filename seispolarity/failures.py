@@ -8,7 +8,14 @@ Used by ``runner.run`` (the Hydra side; the library below raises plain exception
   unreadable checkpoint, a non-finite loss, a folder that cannot be written, ...): one line
   ``error: <cause>`` on stderr and exit 1 for a single run; in a multirun the job fails and Hydra
   carries on with the others;
-- anything else is a bug: the full traceback, as before.
+- anything else is a bug: the traceback, once, on the terminal (and in train.log).
+
+Each error is printed once. A run that fails after its folder exists leaves a ``FAILED`` file there
+(the error's first line; a later successful resume removes it); a command refused before it starts
+(``UsageError``, the ``Preflight`` checks) leaves no folder. In a multirun a failing job prints one
+line (``job N failed: ...``), keeps its traceback in its own ``train.log`` and the sweep carries on;
+the command ends with one line and exit 1 (``JobFailed``), and ``summary.csv`` / ``summary.md``
+list every job with its status.
 """
 from __future__ import annotations
 
@@ -19,12 +26,13 @@ import shlex
 import signal
 import sys
 import traceback
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
-from hydra.errors import InstantiationException
+from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 
 from .launch import hydra_quote
@@ -42,6 +50,35 @@ class UsageError(ValueError):
     stderr, exit 2, nothing logged to the console."""
 
     exit_code = 2
+
+
+#: The file that marks a run folder whose run failed (its first line: the error).
+FAILED_FILE = "FAILED"
+
+
+class JobFailed(CompactHydraException):
+    """A multirun job that failed (its traceback is in its train.log). Hydra prints ``str()`` of the
+    first one when the sweep ends, after every job ran: one line with the sweep's tally."""
+
+    def __init__(self, job: str, message: str, sweep_dir: str | None) -> None:
+        super().__init__(message)
+        self.job, self.message, self.sweep_dir = job, message, sweep_dir
+
+    def __reduce__(self):  # picklable (joblib and submitit ship it back to the parent process)
+        return type(self), (self.job, self.message, self.sweep_dir)
+
+    def __str__(self) -> str:
+        if not self.sweep_dir:
+            return f"error: job {self.job} failed: {self.message}"
+        try:  # counted when printed, i.e. when the sweep has ended
+            from .runner import collect_sweep
+
+            rows = collect_sweep(Path(self.sweep_dir))
+            failed = sum(r.get("status") != "ok" for r in rows)
+            tally = f"{failed} of {len(rows)} jobs failed"
+        except Exception:  # noqa: BLE001 - the line must print whatever the folder holds
+            tally = f"job {self.job} failed"
+        return f"error: {tally}; every job's status and error: {Path(self.sweep_dir) / 'summary.md'}"
 
 
 def user_error(exc: BaseException) -> BaseException | None:
@@ -102,6 +139,40 @@ def _to_log_file_only(text: str) -> None:
             handler.handle(record)
 
 
+def _job() -> tuple[str, str | None, str | None]:
+    """(job number, sweep folder, this job's folder) of a multirun job."""
+    try:
+        hydra = HydraConfig.get()
+        return str(hydra.job.num), str(hydra.sweep.dir), str(hydra.runtime.output_dir)
+    except Exception:  # noqa: BLE001
+        return "?", None, None
+
+
+def run_folder() -> Path | None:
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # noqa: BLE001 - composed without @hydra.main
+        return None
+
+
+def mark_failed(message: str) -> None:
+    """Write ``FAILED`` (the error's line) into the run folder, if the run has one."""
+    folder = run_folder()
+    if folder is None or not folder.is_dir():
+        return
+    try:
+        (folder / FAILED_FILE).write_text(f"{message}\n(the traceback, if any, is in train.log)\n")
+    except OSError:
+        pass
+
+
+def clear_failed() -> None:
+    """A run that finished: remove the ``FAILED`` mark an earlier attempt (resumed now) left."""
+    folder = run_folder()
+    if folder is not None:
+        (folder / FAILED_FILE).unlink(missing_ok=True)
+
+
 def report_failure(exc: BaseException) -> None:
     """Log ``exc`` the way its kind deserves; for a CLI run, print one line and exit.
 
@@ -116,18 +187,31 @@ def report_failure(exc: BaseException) -> None:
             raise SystemExit(128 + int(exc.signum)) from None
         return
     cause = user_error(exc)
-    if cause is None:
+    if cause is None and mode is None:
         log.error("run failed:\n%s", traceback.format_exc())
         return
-    message = one_line(cause)
+    message = one_line(cause) if cause is not None else f"{type(exc).__name__}: {one_line(exc)}"
     if isinstance(cause, UsageError):
         _to_log_file_only(f"run refused: {message}")
-    else:
+        if mode == RunMode.MULTIRUN:  # the job's folder exists: its row in the summary says why
+            mark_failed(message)
+    elif mode is None:  # in-process (compose API): the caller's logging and the exception itself
         log.error("run failed: %s", message)
+    else:
+        # train.log only: the terminal gets one line below (or, for a bug, Hydra's traceback)
+        _to_log_file_only(f"run failed: {message}")
         _to_log_file_only("traceback of the failure above:\n" + traceback.format_exc())
+        mark_failed(message)
     if mode == RunMode.RUN:
+        if cause is None:
+            return  # a bug: Hydra prints its traceback, once
         print(f"error: {message}", file=sys.stderr, flush=True)
         raise SystemExit(getattr(cause, "exit_code", 1)) from None
+    if mode == RunMode.MULTIRUN:
+        job, sweep, folder = _job()
+        where = f" (traceback: {Path(folder) / 'train.log'})" if folder and not isinstance(cause, UsageError) else ""
+        print(f"job {job} failed: {message}{where}", file=sys.stderr, flush=True)
+        raise JobFailed(job, message, sweep) from None
 
 
 class CheckOutputDir(Callback):

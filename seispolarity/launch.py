@@ -45,7 +45,8 @@ def _quote_non_ascii(arg: str) -> str:
 
 
 def prepare_argv(argv: list[str]) -> list[str]:
-    """Resuming ``ckpt_path=<run>/checkpoints/last.ckpt`` (train=true) continues in ``<run>``."""
+    """Resuming ``ckpt_path=<run>/checkpoints/last.ckpt`` (train=true) continues in ``<run>`` (the
+    resume command's own Hydra files go to ``<run>/.hydra/resumed_<stamp>/``)."""
     args = argv[:1] + [_quote_non_ascii(a) for a in argv[1:]]
     multirun = "-m" in args or "--multirun" in args
     ckpt = _value(args[1:], "ckpt_path")
@@ -53,7 +54,13 @@ def prepare_argv(argv: list[str]) -> list[str]:
         ckpt = _unquote(ckpt)
         run_dir = Path(ckpt).resolve().parent.parent
         if Path(ckpt).resolve().parent.name == "checkpoints" and (run_dir / ".hydra").is_dir():
-            args = _add_overrides(args, [f"hydra.run.dir={hydra_quote(str(run_dir))}"])
+            extra = [f"hydra.run.dir={hydra_quote(str(run_dir))}"]
+            if _value(args[1:], "hydra.output_subdir") is None:
+                # .hydra/ keeps the run's own composition; this resume command's goes beside it
+                from datetime import datetime
+
+                extra.append(f"hydra.output_subdir=.hydra/resumed_{datetime.now():%Y-%m-%d_%H-%M-%S.%f}")
+            args = _add_overrides(args, extra)
     return _add_overrides(args, distributed_overrides(args))
 
 

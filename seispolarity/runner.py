@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import io
 import json
 import logging
 import math
@@ -26,7 +27,9 @@ from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import TRAINER_EXCLUDED
-from .failures import UsageError
+from .failures import FAILED_FILE, clear_failed
+from .preflight import check_command, check_data, is_synthetic
+from .resume import resumed_config
 from .evaluation import (build_eval_sets, checkpoint_state, data_identity, eval_set_configs, eval_sets_summary,
                          evaluate_eval_sets, evaluated_text, held_out_split, run_header)
 from .reports import ReportConfig, append_report, render_eval_section, report_summary, write_report
@@ -61,8 +64,11 @@ def build_model(cfg: DictConfig):
 def build_datasets(cfg: DictConfig, model, augment) -> tuple[Any, Any]:
     """The training data (validation and test are split from it by the Trainer) and, where the
     data set ships its own test file (``data.test_path``), that file as the test set."""
+    check_data(cfg.data)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     test_path = data_cfg.pop("test_path", None)
+    if is_synthetic(data_cfg):
+        data_cfg.pop("path", None)  # generated, not read (check_data refused a path)
     if data_cfg.get("unknown") == "auto":
         data_cfg["unknown"] = "drop" if model.num_classes == 2 else "keep"
         if model.num_classes == 2:
@@ -152,9 +158,9 @@ def run(cfg: DictConfig) -> float:
     """Train and/or test as the config says; write the run folder; return the objective."""
     out = output_dir()
     try:
-        if not cfg.get("train", True) and not cfg.get("ckpt_path"):
-            raise UsageError("evaluation needs ckpt_path=<checkpoint> (train=false scores a trained model, e.g. "
-                             "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt)")
+        check_command(cfg)  # (a single run: already checked by the Preflight callback, before its folder)
+        if cfg.get("train", True) and cfg.get("ckpt_path"):
+            cfg = _resume(cfg)
         return _run(cfg, out)
     except Exception as exc:
         from .failures import report_failure
@@ -162,6 +168,19 @@ def run(cfg: DictConfig) -> float:
         # signals and bad input: one line on stderr (+ exit code) for a CLI run; bugs: the traceback
         report_failure(exc)
         raise
+
+
+def _resume(cfg: DictConfig) -> DictConfig:
+    """A resumed run takes its config from the checkpoint (``seispolarity.resume``)."""
+    try:
+        config_name, overrides = HydraConfig.get().job.config_name, list(HydraConfig.get().overrides.task)
+    except ValueError:
+        config_name, overrides = None, None
+    state = load_checkpoint(to_absolute_path(str(cfg.ckpt_path)))
+    cfg, notes = resumed_config(cfg, state, config_name, overrides=overrides)
+    log.info("resuming %s with its run's config%s", cfg.ckpt_path,
+             "; changed by this command: " + ", ".join(notes) if notes else "")
+    return cfg
 
 
 # -- distributed runs and launchers (torchrun ranks, joblib workers, submitit jobs) ------------------
@@ -252,6 +271,7 @@ def _run(cfg: DictConfig, out: Path) -> float:
         data = describe_data(cfg, trainer, test_from_file=how == "test file", evaluated=evaluated)
         _write_metrics(out, cfg, value, summary, result, test_metrics, extra, data)
         acc = summary.get("test_accuracy")
+        clear_failed()  # a resumed run that failed before has now finished
         print(f"run folder: {out}\n" + (f"test accuracy: {acc:.4f}" if acc is not None else
                                           f"{cfg.objective}: {value:.4f}"), flush=True)
     _leave_process_group()
@@ -395,14 +415,17 @@ def collect_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
         overrides_file = job / ".hydra" / "overrides.yaml"
         overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
         row: dict[str, Any] = {"job": int(job.name), "overrides": " ".join(str(o) for o in overrides)}
-        metrics_file = job / "metrics.json"
-        if metrics_file.is_file():
+        metrics_file, failed = job / "metrics.json", job / FAILED_FILE
+        if failed.is_file():
+            row["status"] = "failed"
+            row["error"] = (failed.read_text().splitlines() or [""])[0]
+        elif metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
             row["status"] = "ok"
             row["objective"] = metrics["objective"]["value"]
             row.update(metrics.get("summary", {}))
         else:
-            row["status"] = "failed"
+            row["status"] = "not finished"  # running, or killed
         rows.append(row)
     return rows
 
@@ -415,26 +438,31 @@ def write_sweep_summary(sweep_dir: Path, objective: str | None = None, maximize:
     key = "objective"
     rows.sort(key=lambda r: (r.get(key) is None or (isinstance(r.get(key), float) and math.isnan(r[key])),
                              -(r.get(key) or 0.0) if maximize else (r.get(key) or 0.0)))
-    columns = ["rank", "job", "overrides", "status", "objective"]
+    columns = ["rank", "job", "overrides", "status", "objective"] + (["error"] if any("error" in r for r in rows) else [])
     for row in rows:
         columns += [k for k in row if k not in columns]
     for i, row in enumerate(rows, 1):
         row["rank"] = i
-    with open(sweep_dir / "summary.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    shown = [c for c in columns if c in ("rank", "job", "overrides", "status", "objective", "val_accuracy",
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_text(sweep_dir / "summary.csv", table.getvalue())  # atomic: parallel jobs rewrite it
+    shown = [c for c in columns if c in ("rank", "job", "overrides", "status", "error", "objective", "val_accuracy",
                                          "val_updown_accuracy", "test_accuracy", "test_updown_accuracy",
                                          "test_macro_f1", "epochs", "parameters") or _eval_set_column(c)]
 
     def fmt(v):
-        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))
+        return f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v).replace("|", "\\|"))
 
     lines = [f"# Sweep summary ({objective or 'objective'}, {'higher' if maximize else 'lower'} is better)", "",
              "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in shown) + " |" for r in rows]
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    failed = sum(r["status"] != "ok" for r in rows)
+    if failed:
+        lines += ["", f"{failed} of {len(rows)} jobs did not finish; each failed job's traceback is in its "
+                      f"`<job>/train.log`."]
+    _write_text(sweep_dir / "summary.md", "\n".join(lines) + "\n")
     return rows
 
 
@@ -455,7 +483,30 @@ class SweepSummary(Callback):
             if str(db) not in ("", ":memory:"):
                 db.parent.mkdir(parents=True, exist_ok=True)
 
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """After every job (a failed one too): the summary so far, so it exists whatever ends the
+        sweep (a basic sweep stops with the first failed job's error once every job has run)."""
+        from hydra.types import RunMode
+
+        if OmegaConf.select(config, "hydra.mode") != RunMode.MULTIRUN:
+            return
+        self._write(config, announce=False)
+        from .failures import JobFailed
+
+        value = getattr(job_return, "_return_value", None)
+        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
+        if isinstance(value, JobFailed) and sweeper.endswith("BasicSweeper"):
+            # The basic sweeper re-raises the first failed job's error once every job has run; as a
+            # SystemExit it ends the command with exit 1 and one line (str(JobFailed): the tally),
+            # without Hydra's "HYDRA_FULL_ERROR ... stack trace" note (there is no traceback to show).
+            # Sweepers that count failures themselves (Optuna) get the exception as it is.
+            job_return._return_value = SystemExit(value)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._write(config, announce=True)
+
+    @staticmethod
+    def _write(config: DictConfig, announce: bool) -> None:
         if int(os.environ.get("RANK", "0")) != 0:  # a multirun under torchrun: rank 0 writes it
             return
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -464,5 +515,7 @@ class SweepSummary(Callback):
         objective = config.get("objective", "objective")
         maximize = not str(objective).endswith("loss")
         rows = write_sweep_summary(sweep_dir, objective, maximize)
-        if rows:
-            print(f"sweep summary: {sweep_dir / 'summary.md'}", flush=True)
+        if rows and announce:
+            failed = sum(r["status"] != "ok" for r in rows)
+            print(f"sweep summary: {sweep_dir / 'summary.md'}" + (f" ({failed} of {len(rows)} jobs failed)"
+                                                                  if failed else ""), flush=True)

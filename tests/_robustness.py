@@ -22,7 +22,7 @@ from seispolarity.launch import hydra_quote
 ROOT = Path(__file__).resolve().parents[1]
 
 # Keys of a history record / metrics summary that measure time, not the model.
-TIMING_KEYS = {"samples_per_second", "epoch_seconds"}
+TIMING_KEYS = {"samples_per_second", "epoch_seconds", "wall_time_s"}
 
 
 def write_flat(path: str | os.PathLike, n: int = 256, length: int = 480, seed: int = 0, *,

@@ -1,0 +1,114 @@
+"""Mistakes in the command itself, found before a run starts: one line each, and no run folder.
+
+``Preflight`` is a Hydra callback (``conf/hydra/default.yaml``): before a single run's folder is
+made, it checks what needs no data: ``train=false`` without ``ckpt_path``, a data option without
+its ``data.path`` (or the generated synthetic set given one), the ``trainer`` values
+(``TrainingConfig``), the ``eval_sets`` entries and, for a resume, the overrides the checkpoint's
+run refuses (``seispolarity.resume``). ``runner.run`` makes the same checks (a multirun's jobs, the
+compose API), where a failure then marks the job's folder failed.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from .failures import UsageError, one_line, user_error
+
+#: What ``data.path`` is, per layout (``data.name``).
+DATA_PATHS = {
+    "scsn": "the SCSN HDF5 file of Ross et al. 2018, e.g. scsn_p_2000_2017_6sec_0.5r_fm_train.hdf5 "
+            "(data.test_path= for its test file)",
+    "flat": "an HDF5 file in the flat layout (X, Y, optional p_pick, snr, evids)",
+    "instance": "the INSTANCE folder (SeisBench format: metadata.csv and waveforms.hdf5)",
+    "pnw": "the PNW folder (SeisBench format: metadata.csv and waveforms.hdf5)",
+    "txed": "the TXED folder (SeisBench format: metadata.csv and waveforms.hdf5)",
+    "seisbench": "a SeisBench-format folder (metadata.csv and waveforms.hdf5)",
+    "diting": "the DiTing folder (DiTing330km_part_*.hdf5 and its CSV)",
+}
+FILE_OPTIONS = ("data=flat data.path=<file.hdf5> (our flat layout), data=scsn data.path=<file.hdf5>, or "
+                "data=instance|pnw|txed|seisbench|diting data.path=<folder>")
+
+
+def is_synthetic(data: Any) -> bool:
+    return str((data or {}).get("_target_", "")).endswith("synthetic_dataset")
+
+
+def check_data(data: Any, where: str = "data") -> None:
+    """``data.path`` where the layout needs one, none for the generated synthetic set."""
+    if data is None:
+        return
+    path = OmegaConf.select(data, "path", default=None) if OmegaConf.is_config(data) else data.get("path")
+    if is_synthetic(data):
+        if path:
+            raise UsageError(f"{where}=synthetic generates its traces and reads no file ({where}.path={path}); "
+                             f"to train on a file choose its layout: {FILE_OPTIONS}")
+        return
+    if not path:
+        name = str(data.get("name") or "")
+        kind = "file" if name.lower() in ("scsn", "flat") else "folder"
+        raise UsageError(f"{where}={name} needs {where}.path=<{kind}>: "
+                         f"{DATA_PATHS.get(name.lower(), 'the data file or folder')}")
+
+
+def check_command(cfg: DictConfig) -> None:
+    """Everything about ``cfg`` that can be judged without reading data (raises one-line errors)."""
+    from .evaluation import eval_set_configs
+    from .runner import training_config
+
+    if not cfg.get("train", True) and not cfg.get("ckpt_path"):
+        raise UsageError("evaluation needs ckpt_path=<checkpoint> (train=false scores a trained model, e.g. "
+                         "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt)")
+    check_data(cfg.get("data"))
+    training_config(_without_run_folder(cfg))  # a bad trainer value: TrainingConfig's one line
+    eval_set_configs(cfg)
+
+
+def _without_run_folder(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` that resolves before Hydra has made the run folder."""
+    cfg = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(cfg, False)
+    OmegaConf.set_struct(cfg, False)
+    cfg.pop("hydra", None)
+    try:
+        OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=True)
+    except Exception:  # noqa: BLE001 - no run folder yet
+        cfg.paths.output_dir = "<run folder>"
+    return cfg
+
+
+def check_resume(cfg: DictConfig, config_name: str | None) -> None:
+    """A resume (train=true, ckpt_path): the checkpoint loads and the overrides fit its run."""
+    if not (cfg.get("train", True) and cfg.get("ckpt_path")):
+        return
+    from hydra.utils import to_absolute_path
+
+    from .resume import resumed_config
+    from .training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(to_absolute_path(str(cfg.ckpt_path)))
+    overrides = OmegaConf.select(cfg, "hydra.overrides.task", default=None)
+    overrides = list(overrides) if overrides is not None else None
+    resumed_config(_without_run_folder(cfg), state, config_name, ckpt=str(cfg.ckpt_path), overrides=overrides)
+
+
+class Preflight(Callback):
+    """Hydra callback: a single run's command checked before its folder is made (one line, exit 2
+    for a command that cannot run as given, 1 for a bad value)."""
+
+    def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
+        try:
+            check_command(config)
+            check_resume(config, config_name)
+        except Exception as exc:  # noqa: BLE001 - bad input: one line; anything else: the run reports it
+            cause = user_error(exc)
+            if cause is None:
+                return
+            print(f"error: {one_line(cause)}", file=sys.stderr, flush=True)
+            raise SystemExit(getattr(cause, "exit_code", 1)) from None
+
+
+__all__ = ["check_data", "check_command", "check_resume", "Preflight", "DATA_PATHS"]

@@ -1,0 +1,245 @@
+"""Resuming a run: ``python train.py ckpt_path=<run>/checkpoints/last.ckpt`` (train=true).
+
+A resumed run is the checkpoint's run, so its config is the one the checkpoint stores
+(``run_config``, the resolved config of the run that wrote it), not what ``conf/`` composes today:
+a resume command needs no overrides at all. What the command line changes is compared with it:
+
+- keys that only say how long, where or how fast the run goes on (``RESUMABLE``: more epochs, the
+  device, DataLoader workers, logging, the folders, what to evaluate afterwards) are applied and
+  logged;
+- any other key the command line sets to a value the run did not have (``model=ross``, ``lr=...``,
+  ``optimizer=adam`` for an SGD run, ``data.num_traces=...``) is refused in one line that lists
+  them (exit 2): that would be another run (leave out ``ckpt_path`` to start one).
+
+So config.yaml, the checkpoints, metrics.json and report.md of a run folder always describe one run.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from .failures import UsageError
+
+log = logging.getLogger("seispolarity.runner")
+
+#: Keys a resume may change: how long, where and how fast the run goes on, and what is evaluated
+#: after it. A prefix covers its whole subtree.
+RESUMABLE = ("trainer.epochs", "trainer.device", "trainer.num_workers", "trainer.pin_memory",
+             "trainer.max_steps_per_epoch", "trainer.log_every", "trainer.show_progress", "trainer.save_every",
+             "trainer.save_best_only", "trainer.early_stopping_patience", "trainer.distributed", "trainer.compile",
+             "trainer.save_dir", "trainer.tensorboard_dir", "data.preload", "data.cache_dir",
+             "train", "test", "ckpt_path", "tags", "objective", "task_name", "report", "eval_sets", "paths")
+#: Keys always taken from this command (where this run's files go), not from the checkpoint.
+LOCATION = ("paths", "trainer.save_dir", "trainer.tensorboard_dir", "data.cache_dir", "train", "ckpt_path")
+_ABSENT = object()
+
+
+def _dotted(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _covered(path: tuple, prefixes: tuple[str, ...]) -> bool:
+    key = _dotted(path)
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def flatten(node: Any, prefix: tuple = ()) -> dict[tuple, Any]:
+    """Leaf paths (tuples of keys) of a plain container; an empty mapping is a leaf."""
+    if isinstance(node, Mapping) and node:
+        out: dict[tuple, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, prefix + (key,)))
+        return out
+    return {prefix: node}
+
+
+def _set(tree: dict, path: tuple, value: Any) -> None:
+    for key in path[:-1]:
+        node = tree.get(key)
+        if not isinstance(node, dict):
+            node = tree[key] = {}
+        tree = node
+    if value is _ABSENT:
+        tree.pop(path[-1], None)
+    else:
+        tree[path[-1]] = value
+
+
+def _plain(cfg: DictConfig, resolve: bool) -> dict:
+    """``cfg`` as plain data without its ``hydra`` node; ``paths.output_dir`` stands in as a string
+    where Hydra has not set the run folder yet (a check before the run starts)."""
+    cfg = copy.deepcopy(cfg)
+    with _writable(cfg):
+        cfg.pop("hydra", None)
+        if resolve:
+            try:
+                OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=True)
+            except Exception:  # noqa: BLE001 - HydraConfig not set yet
+                cfg.paths.output_dir = "<run folder>"
+    return OmegaConf.to_container(cfg, resolve=resolve)
+
+
+class _writable:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def __enter__(self):
+        self.flags = (OmegaConf.is_struct(self.cfg), OmegaConf.is_readonly(self.cfg))
+        OmegaConf.set_struct(self.cfg, False)
+        OmegaConf.set_readonly(self.cfg, False)
+        return self.cfg
+
+    def __exit__(self, *exc):
+        OmegaConf.set_struct(self.cfg, self.flags[0])
+        return False
+
+
+def _composed_defaults(config_name: str | None) -> dict | None:
+    """``conf/`` composed without any override (what the command line changes is the difference)."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra().is_initialized():
+        return None
+    return _plain(compose(config_name=config_name or "train"), resolve=False)
+
+
+def _is_group(name: str) -> bool:
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        return bool(GlobalHydra.instance().hydra.config_loader.repository.group_exists(name))
+    except Exception:  # noqa: BLE001 - not under Hydra: the conf/ folder
+        return os.path.isdir(os.path.join(os.environ.get("SEISPOLARITY_ROOT", "."), "conf", name))
+
+
+def explicit_paths(overrides: list[str] | None, leaves: set[tuple]) -> set[tuple]:
+    """Leaves the command line names, even with a value equal to the default: a key override's
+    subtree; for a group option (``optimizer=adam``), the node's ``_target_`` (and a data set's
+    ``name``), i.e. which option it is (its other keys count where they differ from the defaults)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    out: set[tuple] = set()
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides or []))
+    except Exception:  # noqa: BLE001 - Hydra has parsed them already; be safe
+        return out
+    for override in parsed:
+        key = str(override.key_or_group)
+        if key.startswith("hydra") or override.is_sweep_override():
+            continue
+        if _is_group(key):
+            node = key.replace("/", ".")
+            wanted = {f"{node}._target_", f"{node}.name", node}
+            out |= {leaf for leaf in leaves if _dotted(leaf) in wanted}
+        else:
+            out |= {leaf for leaf in leaves if _dotted(leaf) == key or _dotted(leaf).startswith(key + ".")}
+    return out
+
+
+def _absolute(path: Any) -> Any:
+    from hydra.utils import to_absolute_path
+
+    return os.path.abspath(to_absolute_path(str(path))) if path else path
+
+
+def _show(value: Any, target: bool = False) -> str:
+    if value is _ABSENT:
+        return "(not set)"
+    if value is None:
+        return "none"
+    if target and isinstance(value, str):
+        return value.rsplit(".", 1)[-1]  # a _target_: its class or function name
+    return str(value)
+
+
+def resumed_config(cfg: DictConfig, state: Mapping[str, Any], config_name: str | None = None,
+                   ckpt: str | None = None, overrides: list[str] | None = None) -> tuple[DictConfig, list[str]]:
+    """The config of a resumed run: the checkpoint's ``run_config`` with the command line's
+    ``RESUMABLE`` changes (listed in the returned notes). Raises ``UsageError`` naming every other
+    key the command line sets to a value the checkpoint's run did not have."""
+    saved = state.get("run_config")
+    ckpt = ckpt or str(cfg.get("ckpt_path"))
+    if not isinstance(saved, Mapping) or not saved:
+        log.warning("%s holds no run config (written by the Python API?): resuming with this command's config", ckpt)
+        return cfg, []
+    current = _plain(cfg, resolve=True)
+    current_raw = _plain(cfg, resolve=False)
+    defaults = _composed_defaults(config_name)
+    saved_leaves, current_leaves = flatten(dict(saved)), flatten(current)
+    raw_leaves = flatten(current_raw)
+    if defaults is None:  # not under Hydra: every key is compared
+        changed = set(raw_leaves)
+    else:
+        default_leaves = flatten(defaults)
+        changed = {p for p in set(raw_leaves) | set(default_leaves)
+                   if raw_leaves.get(p, _ABSENT) != default_leaves.get(p, _ABSENT)}
+    changed |= explicit_paths(overrides, set(current_leaves) | set(saved_leaves))
+    identity = state.get("data_identity") or {}
+    final = copy.deepcopy(dict(saved))
+    notes: list[str] = []
+    refused: dict[tuple, tuple[Any, Any]] = {}
+    for path in sorted(changed | {p for p in current_leaves if _covered(p, LOCATION)}, key=_dotted):
+        now, then = current_leaves.get(path, _ABSENT), _saved(saved_leaves, path)
+        if now is _ABSENT and any(len(p) > len(path) and p[:len(path)] == path for p in current_leaves):
+            continue  # a node here and a null in the defaults (scheduler=step): its leaves are compared
+        if path in (("data", "path"), ("data", "test_path")):
+            then = identity.get(path[1], _absolute(then) if then is not _ABSENT else then)
+            if path in changed and _absolute(now) != then and not (now in (None, _ABSENT) and then in (None, _ABSENT)):
+                refused[path] = (now, then)
+            continue
+        if _covered(path, LOCATION):
+            _set(final, path, now)
+        elif _covered(path, RESUMABLE):
+            if now != then:
+                _set(final, path, now)
+                notes.append(f"{_dotted(path)}: {_show(then)} -> {_show(now)}")
+        elif now != then:
+            refused[path] = (now, then)
+    for key, value in current.items():  # top-level keys newer than the checkpoint's run (e.g. eval_sets)
+        final.setdefault(key, value)
+    for key in ("path", "test_path"):  # absolute: the resume may run from another folder
+        if identity.get(key) and isinstance(final.get("data"), dict):
+            final["data"][key] = identity[key]
+    if refused:
+        raise UsageError(_refusal(ckpt, refused))
+    resumed = OmegaConf.create(final)
+    OmegaConf.set_struct(resumed, True)
+    return resumed, notes
+
+
+def _saved(leaves: Mapping[tuple, Any], path: tuple) -> Any:
+    """The checkpoint's run's value at ``path``: a leaf, the null node above it (e.g. ``scheduler:
+    null``), or the option below it (its ``_target_``)."""
+    if path in leaves:
+        return leaves[path]
+    for i in range(len(path) - 1, 0, -1):
+        if path[:i] in leaves:
+            return leaves[path[:i]]
+    return leaves.get(path + ("_target_",), _ABSENT)
+
+
+def _refusal(ckpt: str, refused: Mapping[tuple, tuple[Any, Any]]) -> str:
+    """One line: what differs (a swapped group once, by its class), and what may change."""
+    items, seen_nodes = [], set()
+    for path, (now, then) in sorted(refused.items(), key=lambda kv: (kv[0][-1] != "_target_", _dotted(kv[0]))):
+        node = path[:-1]
+        if node in seen_nodes or path in seen_nodes:
+            continue
+        if path[-1] == "_target_":
+            seen_nodes.add(node)
+            items.append(f"{_dotted(node)}={_show(now, True)} (the run: {_show(then, True)})")
+        else:
+            items.append(f"{_dotted(path)}={_show(now)} (the run: {_show(then)})")
+    shown = "; ".join(items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else "")
+    return (f"{ckpt} resumes its own run, whose config differs from this command's: {shown}. A resume may change "
+            f"only trainer.epochs, trainer.device, trainer.num_workers, trainer.max_steps_per_epoch, logging, "
+            f"the folders, test, report and eval_sets; leave the other overrides out (the checkpoint's run config "
+            f"is used), or leave out ckpt_path to start a new run")
+
+
+__all__ = ["RESUMABLE", "LOCATION", "resumed_config", "flatten"]
