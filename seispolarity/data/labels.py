@@ -6,9 +6,12 @@ Classes: 0 = up (U, positive, compression), 1 = down (D, negative, dilatation),
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Mapping
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 UP, DOWN, UNKNOWN = 0, 1, 2
 CLASS_NAMES = ("up", "down", "unknown")
@@ -51,28 +54,66 @@ def label_key(value: Any) -> str:
     return str(value).strip()
 
 
-def apply_label_map(raw: np.ndarray, label_map: Mapping[str, int], source: str = "",
-                    default: int | None = None) -> np.ndarray:
-    """Map raw label values to codes; an unknown value raises a LabelError naming source, row and value.
+#: Cells that mean "no polarity given" in text columns (how CSV converters write a missing value).
+MISSING_WORDS = frozenset({"", "nan", "none"})
 
-    ``default`` (e.g. UNKNOWN) is used for values absent from the map instead of raising.
+
+def apply_label_map(raw: Any, label_map: Mapping[str, int], source: str = "", default: int | None = None, *,
+                    ignore_case: bool = False, missing_code: int | None = None) -> np.ndarray:
+    """Map raw label values (ints, floats, words, bytes) to codes 0 up / 1 down / 2 unknown.
+
+    Each value is compared by its :func:`label_key` (case-insensitively with ``ignore_case``).
+    A value absent from the map gets, in this order: ``missing_code`` if it is a missing cell
+    (:data:`MISSING_WORDS`, when ``missing_code`` is given), the map's catch-all key ``"*"`` if it
+    has one, ``default`` if given (readers pass ``-1`` to flag the row and decide per row);
+    otherwise a LabelError names ``source``, the first row and the value.
     """
     raw = np.asarray(raw)
+    if raw.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    fold = (lambda key: key.lower()) if ignore_case else (lambda key: key)
+    lookup = {fold(str(k)): int(v) for k, v in label_map.items()}
+    fallback = lookup.pop("*", None)
     uniques, inverse = np.unique(raw, return_inverse=True)
     codes = np.empty(len(uniques), dtype=np.int64)
     for i, value in enumerate(uniques):
-        key = label_key(value)
-        if key in label_map:
-            codes[i] = label_map[key]
+        key = fold(label_key(value))
+        if key in lookup:
+            codes[i] = lookup[key]
+        elif missing_code is not None and key.lower() in MISSING_WORDS:
+            codes[i] = missing_code
+        elif fallback is not None:
+            codes[i] = fallback
         elif default is not None:
             codes[i] = default
         else:
-            row = int(np.flatnonzero(inverse == i)[0])
+            row = int(np.flatnonzero(inverse.reshape(-1) == i)[0])
             where = f"{source}: " if source else ""
             raise LabelError(
                 f"{where}label {key!r} at row {row} is not in label_map {dict(label_map)}; "
                 f"add it to label_map (0 up, 1 down, 2 unknown)")
     return codes[inverse.reshape(-1)].astype(np.int64)
+
+
+def resolve_label_map(file_map: Any, user_map: Any, preset_map: Mapping[Any, Any], source: str) -> dict[str, int]:
+    """The label map in force: one stored in the file > the one the user gave > the preset's.
+
+    A user map that a stored map overrides is logged as a warning (compared case-insensitively).
+    """
+    user = normalize_label_map(user_map) if user_map is not None else None
+    if file_map is not None:
+        stored = normalize_label_map(file_map)
+        if user is not None and _folded(user) != _folded(stored):
+            log.warning("%s: the label_map stored in the file %s overrides the configured %s",
+                        source, stored, user)
+        return stored
+    if user is not None:
+        return user
+    return normalize_label_map(preset_map)
+
+
+def _folded(label_map: Mapping[str, int]) -> dict[str, int]:
+    return {str(k).strip().lower(): int(v) for k, v in label_map.items()}
 
 
 def label_map_to_json(label_map: Mapping[str, int]) -> str:
