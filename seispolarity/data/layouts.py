@@ -2,7 +2,7 @@
 
 For tests and for users' smoke tests: a handful of traces with known content in exactly the
 layout a reader expects, so a reader, a label map or a training run can be checked without the
-real (tens of GB) data sets. The layouts follow the real files (see DESIGN.md section 3):
+real (tens of GB) data sets. The layouts follow the real files (see docs/data.md section 1):
 
 - SeisBench (INSTANCE, PNW, TXED): ``metadata.csv`` + ``waveforms.hdf5``; traces packed into
   buckets ``data/bucket<k>`` of shape (n, C, L) ("CW" per trace), ``trace_name`` =
@@ -28,9 +28,26 @@ __all__ = ["write_seisbench", "write_diting", "write_scsn", "diting_hdf5_key"]
 
 
 def _as_traces(waveforms: Any) -> list[np.ndarray]:
-    if isinstance(waveforms, np.ndarray):
-        return [np.asarray(w) for w in waveforms]
+    """One array per trace, from an (N, ...) array or any sequence of arrays."""
     return [np.asarray(w) for w in waveforms]
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]], extra_columns: Iterable[str] = (),
+               **cells: Any) -> None:
+    """Write ``rows`` as a CSV whose columns are every key of every row (first-seen order), then
+    ``extra_columns``; a missing or None cell is empty. ``cells`` (column -> callable(row) -> text)
+    overrides how a column is written."""
+    columns: list[str] = []
+    for key in [k for row in rows for k in row] + list(extra_columns):
+        if key not in columns:
+            columns.append(key)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, quoting=csv.QUOTE_MINIMAL)
+        writer.writeheader()
+        for row in rows:
+            out = {k: ("" if row.get(k) is None else row.get(k, "")) for k in columns}
+            out.update({k: write(row) for k, write in cells.items()})
+            writer.writerow(out)
 
 
 def write_seisbench(folder: str | os.PathLike, waveforms: Any, metadata_rows: Sequence[Mapping[str, Any]],
@@ -62,24 +79,7 @@ def write_seisbench(folder: str | os.PathLike, waveforms: Any, metadata_rows: Se
     rows = [dict(r) for r in metadata_rows]
     meta_path, wave_path = folder / "metadata.csv", folder / "waveforms.hdf5"
     with h5py.File(wave_path, "w") as f:
-        data = f.create_group("data")
-        for b, first in enumerate(range(0, len(traces), max(1, int(bucket_size)))):
-            chunk = traces[first:first + int(bucket_size)]
-            n_ch = max(t.shape[0] for t in chunk)
-            n_w = max(t.shape[1] for t in chunk)
-            block = np.zeros((len(chunk), n_ch, n_w), dtype=dtype)
-            for i, t in enumerate(chunk):
-                block[i, : t.shape[0], : t.shape[1]] = t
-                row = rows[first + i]
-                if "trace_name" in row:
-                    row["trace_name_original"] = row.pop("trace_name")
-                if dimension_order == "CW":
-                    row["trace_name"] = f"bucket{b}${i},:{t.shape[0]},:{t.shape[1]}"
-                else:
-                    row["trace_name"] = f"bucket{b}${i},:{t.shape[1]},:{t.shape[0]}"
-            if dimension_order == "WC":
-                block = np.ascontiguousarray(block.transpose(0, 2, 1))
-            data.create_dataset(f"bucket{b}", data=block)
+        _write_buckets(f.create_group("data"), traces, rows, max(1, int(bucket_size)), dimension_order, dtype)
         if write_data_format:
             fmt = f.create_group("data_format")
             fmt.create_dataset("component_order", data=component_order)
@@ -89,20 +89,27 @@ def write_seisbench(folder: str | os.PathLike, waveforms: Any, metadata_rows: Se
             fmt.create_dataset("measurement", data="velocity")
             fmt.create_dataset("unit", data="counts")
             fmt.create_dataset("instrument_response", data="not restituted")
-    columns: list[str] = []
-    for row in rows:
-        for key in row:
-            if key not in columns:
-                columns.append(key)
-    for key in extra_columns:
-        if key not in columns:
-            columns.append(key)
-    with open(meta_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, quoting=csv.QUOTE_MINIMAL)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k, "")) for k in columns})
+    _write_csv(meta_path, rows, extra_columns)
     return meta_path, wave_path
+
+
+def _write_buckets(data, traces: list[np.ndarray], rows: list[dict[str, Any]], bucket_size: int,
+                   dimension_order: str, dtype: Any) -> None:
+    """Traces into ``data/bucket<k>`` blocks, zero-padded to the longest; each row gets its
+    ``trace_name`` (``bucket<k>$<i>,:<C>,:<L>``, slices in ``dimension_order``)."""
+    for b, first in enumerate(range(0, len(traces), bucket_size)):
+        chunk = traces[first:first + bucket_size]
+        block = np.zeros((len(chunk), max(t.shape[0] for t in chunk), max(t.shape[1] for t in chunk)), dtype=dtype)
+        for i, t in enumerate(chunk):
+            block[i, : t.shape[0], : t.shape[1]] = t
+            row = rows[first + i]
+            if "trace_name" in row:
+                row["trace_name_original"] = row.pop("trace_name")
+            dims = t.shape if dimension_order == "CW" else t.shape[::-1]
+            row["trace_name"] = f"bucket{b}${i},:{dims[0]},:{dims[1]}"
+        if dimension_order == "WC":
+            block = np.ascontiguousarray(block.transpose(0, 2, 1))
+        data.create_dataset(f"bucket{b}", data=block)
 
 
 def diting_hdf5_key(key: Any) -> str:
@@ -155,20 +162,11 @@ def write_diting(folder: str | os.PathLike, waveforms: Any, rows: Sequence[Mappi
                 if name in group:
                     del group[name]
                 group.create_dataset(name, data=np.asarray(traces[i], dtype=dtype))
-    columns: list[str] = []
-    for row in rows:
-        for key in row:
-            if key not in columns:
-                columns.append(key)
     csv_path = folder / csv_name
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            out = {k: ("" if row.get(k) is None else row.get(k, "")) for k in columns}
-            if csv_key_format == "float":
-                out["key"] = repr(float(diting_hdf5_key(row["key"])))
-            writer.writerow(out)
+    if csv_key_format == "float":
+        _write_csv(csv_path, rows, key=lambda row: repr(float(diting_hdf5_key(row["key"]))))
+    else:
+        _write_csv(csv_path, rows)
     return csv_path
 
 

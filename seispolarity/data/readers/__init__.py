@@ -1,12 +1,19 @@
-"""Layout readers by name. ``make_reader("scsn", path)`` returns a Reader whose ``.table`` is ready."""
+"""Layout readers by name. ``make_reader("scsn", path)`` returns a Reader whose ``.table`` is ready.
+
+Modules: ``base`` (the Reader interface, TraceTable, shared steps), one module per layout
+(``flat``, ``seisbench``, ``diting``), and the pieces they share: ``csv_columns`` (metadata CSVs
+read by column), ``bad_rows`` (error-or-skip per row), ``hdf5_rows`` (windows from a dataset of
+traces stored one per row). Adding a reader: docs/architecture.md.
+"""
 from __future__ import annotations
 
 from functools import partial
 from typing import Any, Callable
 
-from .base import DataFormatError, Reader, TraceTable, read_row_windows
+from .base import DataFormatError, Reader, TraceTable
 from .diting import DiTingReader
 from .flat import FlatReader
+from .hdf5_rows import read_row_windows
 from .seisbench import SeisBenchReader
 
 #: name (lower case) -> callable(path, **options) -> Reader
@@ -29,4 +36,5 @@ def make_reader(name: str, path, **options: Any) -> Reader:
     return READERS[key](path, **options)
 
 
-__all__ = ["READERS", "make_reader", "Reader", "TraceTable", "DataFormatError", "FlatReader", "SeisBenchReader", "DiTingReader", "read_row_windows"]
+__all__ = ["READERS", "make_reader", "Reader", "TraceTable", "DataFormatError", "FlatReader", "SeisBenchReader",
+           "DiTingReader", "read_row_windows"]

@@ -12,8 +12,8 @@ Layout facts (SeisBench ``docs/pages/data/data_format.rst`` and ``seisbench/data
   ``component_order`` (e.g. ``ZNE``; PNW ``ENZ``), ``dimension_order`` (``CW``: channels, then
   samples, per trace) and ``sampling_rate``. This reader takes the channel order from the file;
   the preset's order is only a fallback for files without ``data_format``.
-- Presets (DESIGN.md section 3): INSTANCE ``trace_polarity`` positive/negative/undecidable, P
-  ``trace_P_arrival_sample``, ZNE; PNW ``trace_P_polarity`` (same words), ``trace_P_arrival_sample``,
+- Presets (docs/data.md section 1): INSTANCE ``trace_polarity`` positive/negative/undecidable,
+  P ``trace_P_arrival_sample``, ZNE; PNW ``trace_P_polarity`` (same words), ``trace_P_arrival_sample``,
   ENZ; TXED ``trace_polarity`` U/D (anything else unknown), ``trace_p_arrival_sample``, ZNE.
   INSTANCE is addressed by ``trace_name``, never ``trace_name_original``.
 
@@ -31,26 +31,33 @@ component's value, see :func:`parse_snr`), ``magnitude`` (``source_magnitude`` o
 preferred magnitude), ``distance`` (km: ``path_ep_distance_km`` / ``source_distance_km``, else
 the great-circle distance from the source and station coordinates), ``station``
 (``NET.STA``), ``split`` (SeisBench's own split column) and ``trace_name``.
+
+Construction is a list of named steps (``SeisBenchReader.__init__``): locate the two files, read
+``data_format``, resolve channels, read the index (``metadata.csv``), plan the reads (trace names
+to block addresses), resolve labels, resolve P picks, collect metadata, select rows.
 """
 from __future__ import annotations
 
-import csv
-import difflib
 import logging
 import math
 import os
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..labels import LabelError, UNKNOWN, label_map_to_json, normalize_label_map
-from .base import DataFormatError, Reader, TraceTable
+from ..labels import UNKNOWN, LabelError, apply_label_map, label_map_to_json, resolve_label_map
+from .bad_rows import BadRows
+from .base import DataFormatError, Reader, TraceTable, resolve_channels, window_request
+from .csv_columns import missing_column_error, pick_column, read_csv_columns, read_csv_header, to_float
 
 log = logging.getLogger(__name__)
 
 POLARITY_WORDS = {"positive": 0, "negative": 1, "undecidable": 2}
 
+#: What differs between SeisBench data sets: the label and P columns (one name, or candidates in
+#: order of preference), the channel order assumed when the file does not say it, the label map.
 PRESETS: dict[str, dict[str, Any]] = {
     "instance": {"label_column": "trace_polarity", "p_column": "trace_P_arrival_sample",
                  "component_order": "ZNE", "label_map": POLARITY_WORDS},
@@ -70,98 +77,12 @@ EVENT_COLUMNS = ("source_id", "event_id")
 MAGNITUDE_COLUMNS = ("source_magnitude", "source_magnitude_preferred", "preferred_source_magnitude")
 DISTANCE_COLUMNS = ("path_ep_distance_km", "source_distance_km", "path_hyp_distance_km")
 COORD_COLUMNS = ("source_latitude_deg", "source_longitude_deg", "station_latitude_deg", "station_longitude_deg")
+OTHER_COLUMNS = ("station_network_code", "station_code", "split", "trace_sampling_rate_hz", "source_origin_time")
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers shared with the DiTing reader
+# metadata cells
 # ---------------------------------------------------------------------------------------------
-def read_csv_columns(path: str, wanted: Iterable[str]) -> tuple[list[str], dict[str, list[str]], int]:
-    """Read the named columns of a CSV (quoted fields allowed) as lists of strings.
-
-    Returns ``(header, columns, n_rows)``; columns absent from the header are left out.
-    """
-    csv.field_size_limit(1 << 28)
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise DataFormatError(f"{path}: empty file; expected a CSV header line") from None
-        index = {name: i for i, name in enumerate(header)}
-        names = [w for w in dict.fromkeys(wanted) if w in index]
-        ids = [index[w] for w in names]
-        width = len(header)
-        records = []
-        for rec in reader:
-            if not rec or (len(rec) == 1 and not rec[0].strip()):
-                continue  # blank line
-            if len(rec) < width:
-                rec = rec + [""] * (width - len(rec))
-            records.append([rec[i] for i in ids])
-    columns = {name: [] for name in names}
-    if records:
-        for name, values in zip(names, zip(*records)):
-            columns[name] = list(values)
-    return header, columns, len(records)
-
-
-def missing_column_error(path: str, column: str, header: Sequence[str], what: str) -> DataFormatError:
-    close = difflib.get_close_matches(column, header, n=3, cutoff=0.6)
-    hint = f"; similar: {close}" if close else ""
-    return DataFormatError(f"{path}: no column {column!r} ({what}){hint}; {len(header)} columns in the header "
-                           f"(set the column name option to use another)")
-
-
-def pick_column(header: Sequence[str], candidates: str | Sequence[str] | None) -> str | None:
-    if candidates is None:
-        return None
-    if isinstance(candidates, str):
-        candidates = (candidates,)
-    for name in candidates:
-        if name in header:
-            return name
-    return None
-
-
-def lower_label_map(label_map: Mapping[str, int]) -> dict[str, int]:
-    return {str(k).strip().lower(): int(v) for k, v in label_map.items()}
-
-
-def map_label_words(words: Sequence[str], label_map: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Map label words case-insensitively; return ``(codes, unknown_mask)``.
-
-    Missing cells (empty, ``nan``, ``none``) -> UNKNOWN. Words absent from the map -> the map's
-    ``"*"`` code if it has one, else flagged in ``unknown_mask`` (code left at -1).
-    """
-    lmap = lower_label_map(label_map)
-    fallback = lmap.get("*")
-    arr = np.asarray([str(w).strip().lower() for w in words], dtype=object)
-    codes = np.full(len(arr), -1, dtype=np.int64)
-    if len(arr) == 0:
-        return codes, np.zeros(0, dtype=bool)
-    uniques, inverse = np.unique(arr.astype(str), return_inverse=True)
-    ucodes = np.full(len(uniques), -1, dtype=np.int64)
-    for i, word in enumerate(uniques):
-        if word in lmap and word != "*":
-            ucodes[i] = lmap[word]
-        elif word in MISSING_WORDS:
-            ucodes[i] = UNKNOWN
-        elif fallback is not None:
-            ucodes[i] = fallback
-    codes = ucodes[inverse.reshape(-1)]
-    return codes, codes < 0
-
-
-def to_float(values: Sequence[str]) -> np.ndarray:
-    out = np.full(len(values), np.nan, dtype=np.float64)
-    for i, v in enumerate(values):
-        try:
-            out[i] = float(v)
-        except (TypeError, ValueError):
-            pass
-    return out
-
-
 _SPLIT = re.compile(r"[\s,|;]+")
 
 
@@ -176,11 +97,10 @@ def parse_snr(cell: str, component_order: str | None = None, component: str = "Z
     text = str(cell).strip().strip("[]()")
     if not text:
         return math.nan
-    parts = [p for p in _SPLIT.split(text) if p]
     values = []
-    for p in parts:
+    for part in (p for p in _SPLIT.split(text) if p):
         try:
-            values.append(float(p))
+            values.append(float(part))
         except ValueError:
             values.append(math.nan)
     if not values:
@@ -194,59 +114,14 @@ def parse_snr(cell: str, component_order: str | None = None, component: str = "Z
 
 
 def great_circle_km(lat1, lon1, lat2, lon2) -> np.ndarray:
+    """Distance on a sphere of radius 6371 km between points given in degrees."""
     lat1, lon1, lat2, lon2 = (np.radians(np.asarray(a, dtype=np.float64)) for a in (lat1, lon1, lat2, lon2))
     h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
     return 2 * 6371.0 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
 
 
-class BadRows:
-    """Collects per-row problems; raises on the first (``on_bad_row="error"``) or drops and counts."""
-
-    def __init__(self, n: int, source: str, on_bad_row: str) -> None:
-        if on_bad_row not in ("error", "skip"):
-            raise ValueError(f"on_bad_row={on_bad_row!r}; expected 'error' or 'skip'")
-        self.n, self.source, self.mode = n, source, on_bad_row
-        self.keep = np.ones(n, dtype=bool)
-        self.skipped: dict[str, int] = {}
-
-    def flag(self, reason: str, mask: np.ndarray, describe, error_cls=DataFormatError) -> None:
-        """``describe(row) -> str`` explains one offending row (called for the first one only)."""
-        mask = np.asarray(mask, dtype=bool) & self.keep
-        if not mask.any():
-            return
-        row = int(np.flatnonzero(mask)[0])
-        if self.mode == "error":
-            raise error_cls(f"{self.source}: row {row}: {describe(row)}; fix the file or pass on_bad_row='skip'")
-        count = int(mask.sum())
-        self.skipped[reason] = self.skipped.get(reason, 0) + count
-        self.keep &= ~mask
-        log.warning("%s: skipped %d rows (%s), first at row %d: %s", self.source, count, reason, row, describe(row))
-
-
-def resolve_label_map(file_map: Any, user_map: Any, preset_map: Mapping[str, int], source: str) -> dict[str, int]:
-    """File attribute > user map > preset map (DESIGN.md section 2)."""
-    user = normalize_label_map(user_map) if user_map is not None else None
-    if file_map is not None:
-        stored = normalize_label_map(file_map)
-        if user is not None and lower_label_map(user) != lower_label_map(stored):
-            log.warning("%s: the label_map stored in the file %s overrides the configured %s",
-                        source, stored, user)
-        return stored
-    if user is not None:
-        return user
-    return dict(preset_map)
-
-
-def components_list(components: str | Sequence[str] | None, order: str) -> list[str]:
-    if components is None or components == "" or (isinstance(components, str) and components.lower() == "all"):
-        return list(order)
-    if isinstance(components, str):
-        return list(components.upper())
-    return [str(c).upper() for c in components]
-
-
 # ---------------------------------------------------------------------------------------------
-# trace names
+# trace names -> where the samples are
 # ---------------------------------------------------------------------------------------------
 def _int_or_none(text: str) -> int | None:
     text = text.strip()
@@ -275,6 +150,92 @@ def split_trace_name(name: str) -> tuple[str, tuple]:
     return name, ()
 
 
+#: Why a trace name cannot be read, in the order the checks are reported.
+ADDRESS_PROBLEMS = ("trace_name_unparsable", "trace_block_missing", "trace_outside_bucket",
+                    "trace_missing_component")
+
+
+class _BadAddress(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+@dataclass
+class TraceAddresses:
+    """Where each trace's samples are in ``waveforms.hdf5``, one entry per metadata row.
+
+    Attributes:
+        block_names: the ``data/<name>`` datasets, indexed by ``block``.
+        block: (N,) the trace's block; -1 for a row whose name did not resolve.
+        row: (N,) the trace's row in its block; -1 for a block that holds one trace alone.
+        channel_start, channel_count: (N,) the trace's channels in the block.
+        sample_start, length: (N,) the trace's samples in the block.
+    """
+
+    block_names: list[str]
+    block: np.ndarray
+    row: np.ndarray
+    channel_start: np.ndarray
+    channel_count: np.ndarray
+    sample_start: np.ndarray
+    length: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> "TraceAddresses":
+        unresolved, zeros = np.full((2, n), -1, dtype=np.int64), np.zeros((4, n), dtype=np.int64)
+        return cls([], *unresolved, *zeros)
+
+    def select(self, rows: np.ndarray) -> "TraceAddresses":
+        return TraceAddresses(self.block_names, self.block[rows], self.row[rows], self.channel_start[rows],
+                              self.channel_count[rows], self.sample_start[rows], self.length[rows])
+
+
+def _axis_ranges(name: str, bname: str, shape: tuple, loc: list) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the two per-trace axes that a trace name's slices select."""
+    ranges = []
+    for s, size in zip((loc + [slice(None)] * 2)[:2], shape[-2:]):
+        if not isinstance(s, slice) or s.step not in (None, 1):
+            raise _BadAddress("trace_name_unparsable", f"trace_name {name!r}: only plain slices are supported")
+        start = 0 if s.start is None else s.start
+        stop = size if s.stop is None else s.stop
+        if start < 0 or stop > size or stop < start:
+            raise _BadAddress("trace_outside_bucket", f"trace_name {name!r} slices {start}:{stop} of an axis of "
+                                                      f"length {size} in 'data/{bname}' {shape} (outside its bucket)")
+        ranges.append((start, stop))
+    return ranges
+
+
+def locate_trace(name: str, shape_of, channels_first: bool) -> tuple[str, int, tuple[int, int], tuple[int, int]]:
+    """``(block, row in block or -1, (channel start, stop), (sample start, stop))`` of one trace
+    name; ``shape_of(block)`` is the block's shape or None. Raises _BadAddress."""
+    try:
+        bname, loc = split_trace_name(name)
+    except ValueError:
+        raise _BadAddress("trace_name_unparsable",
+                          f"trace_name {name!r} does not parse as 'bucket$index,:channels,:samples'") from None
+    shape = shape_of(bname)
+    if shape is None:
+        raise _BadAddress("trace_block_missing", f"trace_name {name!r}: no dataset 'data/{bname}'")
+    if len(shape) not in (2, 3):
+        raise _BadAddress("trace_name_unparsable", f"trace_name {name!r}: 'data/{bname}' has shape {shape}")
+    loc = list(loc)
+    row = -1
+    if len(shape) == 3:
+        if not loc or not isinstance(loc[0], int):
+            raise _BadAddress("trace_name_unparsable", f"trace_name {name!r} gives no row of block {bname} {shape}")
+        row = loc.pop(0)
+        if not 0 <= row < shape[0]:
+            raise _BadAddress("trace_outside_bucket", f"trace_name {name!r} points at row {row} of 'data/{bname}', "
+                                                      f"which holds {shape[0]} traces (outside its bucket)")
+    ranges = _axis_ranges(name, bname, shape, loc)
+    channels, samples = ranges if channels_first else ranges[::-1]
+    return bname, row, channels, samples
+
+
+# ---------------------------------------------------------------------------------------------
+# the reader
+# ---------------------------------------------------------------------------------------------
 class SeisBenchReader(Reader):
     """Reads a SeisBench-format folder (``metadata.csv`` + ``waveforms.hdf5``).
 
@@ -310,11 +271,23 @@ class SeisBenchReader(Reader):
                  metadata_path: str | os.PathLike | None = None,
                  waveforms_path: str | os.PathLike | None = None) -> None:
         super().__init__(path)
-        preset_key = (preset or "seisbench").lower()
-        if preset_key not in PRESETS:
+        self.preset = (preset or "seisbench").lower()
+        if self.preset not in PRESETS:
             raise ValueError(f"preset={preset!r}; expected one of {sorted(PRESETS)}")
-        self.preset = preset_key
-        cfg = PRESETS[preset_key]
+        self._locate_files(metadata_path, waveforms_path)
+        data_format = self._read_data_format()
+        self._resolve_channels(data_format, components, component_order)
+        columns, n = self._read_index(label_column, p_column, event_column, snr_column)
+        bad = BadRows(n, self.metadata_path, on_bad_row)
+        self.sampling_rate = self._resolve_sampling_rate(data_format, columns, sampling_rate)
+        self._plan_reads(columns["trace_name"], bad)
+        labels = self._resolve_labels(columns, label_map, bad)
+        p_index = self._resolve_picks(columns, bad)
+        metadata = self._collect_metadata(columns, n)
+        self._select_rows(bad, labels, p_index, metadata)
+
+    # -- construction steps, in order -------------------------------------------------------------
+    def _locate_files(self, metadata_path, waveforms_path) -> None:
         folder = self.path if os.path.isdir(self.path) else os.path.dirname(self.path)
         self.metadata_path = os.fspath(metadata_path) if metadata_path else os.path.join(folder, "metadata.csv")
         self.waveforms_path = os.fspath(waveforms_path) if waveforms_path else os.path.join(folder, "waveforms.hdf5")
@@ -324,21 +297,25 @@ class SeisBenchReader(Reader):
                                         f"or pass metadata_path= / waveforms_path=)")
         self._ds_cache: tuple[int, dict[int, Any]] = (os.getpid(), {})
 
-        # -- data_format -----------------------------------------------------------------------
-        f = self._h5(self.waveforms_path)
-        if "data" not in f:
-            raise DataFormatError(f"{self.waveforms_path}: no group 'data' (found {sorted(f.keys())}); "
+    def _read_data_format(self) -> dict[str, Any]:
+        """The ``data_format`` group of waveforms.hdf5 as strings / numbers (empty if absent)."""
+        handle = self._h5(self.waveforms_path)
+        if "data" not in handle:
+            raise DataFormatError(f"{self.waveforms_path}: no group 'data' (found {sorted(handle.keys())}); "
                                   f"not a SeisBench waveforms file")
-        fmt = {}
-        if "data_format" in f:
-            for key in f["data_format"].keys():
-                value = f["data_format"][key][()]
-                if isinstance(value, bytes):
-                    value = value.decode()
-                elif isinstance(value, np.ndarray):
-                    value = "".join(v.decode() if isinstance(v, bytes) else str(v) for v in value.ravel())
-                fmt[key] = value
-        file_order = fmt.get("component_order")
+        data_format: dict[str, Any] = {}
+        for key in handle["data_format"].keys() if "data_format" in handle else ():
+            value = handle["data_format"][key][()]
+            if isinstance(value, bytes):
+                value = value.decode()
+            elif isinstance(value, np.ndarray):
+                value = "".join(v.decode() if isinstance(v, bytes) else str(v) for v in value.ravel())
+            data_format[key] = value
+        return data_format
+
+    def _resolve_channels(self, data_format: Mapping[str, Any], components, component_order: str | None) -> None:
+        """Channel order (argument > file > preset), dimension order, and the channels to return."""
+        file_order = data_format.get("component_order")
         if component_order:
             order = str(component_order).upper()
             if file_order and str(file_order).upper() != order:
@@ -347,58 +324,48 @@ class SeisBenchReader(Reader):
         elif file_order:
             order = str(file_order).upper()
         else:
-            order = cfg["component_order"]
+            order = PRESETS[self.preset]["component_order"]
             log.warning("%s: no data_format/component_order; assuming the %s preset's %s",
-                        self.waveforms_path, preset_key, order)
+                        self.waveforms_path, self.preset, order)
         self.component_order = order
-        self.dimension_order = str(fmt.get("dimension_order", "CW")).upper()
+        self.dimension_order = str(data_format.get("dimension_order", "CW")).upper()
         if self.dimension_order not in ("CW", "WC"):
             raise DataFormatError(f"{self.waveforms_path}: data_format/dimension_order is "
                                   f"{self.dimension_order!r}; this reader handles 'CW' and 'WC'")
-        self.components = components_list(components, order)
-        missing = [c for c in self.components if c not in order]
-        if missing:
-            raise DataFormatError(f"{self.waveforms_path}: components {''.join(self.components)!r} not all in "
-                                  f"the component order {order!r} (missing {missing})")
-        self._channels = [order.index(c) for c in self.components]
+        self.components, self._channels = resolve_channels(components, order, self.waveforms_path)
 
-        # -- metadata.csv ----------------------------------------------------------------------
-        with open(self.metadata_path, newline="", encoding="utf-8-sig") as fh:
-            header = [h.strip() for h in next(csv.reader(fh), [])]
-        if not header:
-            raise DataFormatError(f"{self.metadata_path}: empty file; expected a CSV header")
-        label_col = label_column or pick_column(header, cfg["label_column"])
-        p_col = p_column or pick_column(header, cfg["p_column"])
-        first = lambda c: c if isinstance(c, str) else c[0]  # noqa: E731
-        for col, default, what in ((label_col, cfg["label_column"], "polarity labels"),
-                                   (p_col, cfg["p_column"], "P arrival sample"),
-                                   ("trace_name", "trace_name", "waveform address")):
-            name = col or first(default)
+    def _read_index(self, label_column, p_column, event_column, snr_column) -> tuple[dict[str, list[str]], int]:
+        """Choose the columns (argument > preset's candidates) and read them from metadata.csv."""
+        preset = PRESETS[self.preset]
+        header = read_csv_header(self.metadata_path)
+        self.label_column = label_column or pick_column(header, preset["label_column"])
+        self.p_column = p_column or pick_column(header, preset["p_column"])
+        for chosen, default, what in ((self.label_column, preset["label_column"], "polarity labels"),
+                                      (self.p_column, preset["p_column"], "P arrival sample"),
+                                      ("trace_name", "trace_name", "waveform address")):
+            name = chosen or (default if isinstance(default, str) else default[0])
             if name not in header:
                 raise missing_column_error(self.metadata_path, name, header, what)
-        event_col = event_column or pick_column(header, EVENT_COLUMNS)
-        if event_column and event_column not in header:
-            raise missing_column_error(self.metadata_path, event_column, header, "event id")
-        if snr_column and snr_column not in header:
-            raise missing_column_error(self.metadata_path, snr_column, header, "SNR")
-        snr_col = snr_column or pick_column(
+        for given, what in ((event_column, "event id"), (snr_column, "SNR")):
+            if given and given not in header:
+                raise missing_column_error(self.metadata_path, given, header, what)
+        self._event_column = event_column or pick_column(header, EVENT_COLUMNS)
+        self._snr_column = snr_column or pick_column(
             header, [f"trace_{self.components[0]}_snr_db", "trace_Z_snr_db", "trace_snr_db"])
-        mag_col = pick_column(header, MAGNITUDE_COLUMNS)
-        dist_col = pick_column(header, DISTANCE_COLUMNS)
-        wanted = ["trace_name", label_col, p_col, event_col, snr_col, mag_col, dist_col,
-                  "station_network_code", "station_code", "split", "trace_sampling_rate_hz",
-                  "source_origin_time", *COORD_COLUMNS]
-        header, cols, n = read_csv_columns(self.metadata_path, [w for w in wanted if w])
+        self._magnitude_column = pick_column(header, MAGNITUDE_COLUMNS)
+        self._distance_column = pick_column(header, DISTANCE_COLUMNS)
+        wanted = ["trace_name", self.label_column, self.p_column, self._event_column, self._snr_column,
+                  self._magnitude_column, self._distance_column, *OTHER_COLUMNS, *COORD_COLUMNS]
+        _, columns, n = read_csv_columns(self.metadata_path, [w for w in wanted if w])
         if n == 0:
             raise DataFormatError(f"{self.metadata_path}: no rows")
-        self.label_column, self.p_column = label_col, p_col
-        bad = BadRows(n, self.metadata_path, on_bad_row)
-        names = cols["trace_name"]
+        return columns, n
 
-        # -- sampling rate ---------------------------------------------------------------------
-        rate = fmt.get("sampling_rate")
-        if rate is None and "trace_sampling_rate_hz" in cols:
-            rates = to_float(cols["trace_sampling_rate_hz"])
+    def _resolve_sampling_rate(self, data_format, columns, sampling_rate: float | None) -> float:
+        """Hz: the file's data_format > one rate shared by every row of the metadata > the argument."""
+        rate = data_format.get("sampling_rate")
+        if rate is None and "trace_sampling_rate_hz" in columns:
+            rates = to_float(columns["trace_sampling_rate_hz"])
             finite = np.unique(rates[np.isfinite(rates)])
             if len(finite) > 1:
                 raise DataFormatError(f"{self.metadata_path}: traces at several sampling rates {finite[:5]}; "
@@ -407,160 +374,129 @@ class SeisBenchReader(Reader):
         if rate is None:
             rate = sampling_rate if sampling_rate is not None else 100.0
             log.warning("%s: no sampling rate in data_format or metadata; using %s Hz", self.path, rate)
-        self.sampling_rate = float(rate)
+        return float(rate)
 
-        # -- trace names -> block, index, channel and sample ranges ----------------------------
-        self._resolve_trace_names(names, bad, f)
-
-        # -- labels ----------------------------------------------------------------------------
-        file_map = f.attrs.get("label_map")
-        self.label_map = resolve_label_map(file_map, label_map, cfg["label_map"], self.metadata_path)
-        words = cols[label_col]
-        codes, unknown = map_label_words(words, self.label_map)
-        bad.flag("unknown_label", unknown,
-                 lambda r: f"label {words[r]!r} in column {label_col!r} is not in label_map "
-                           f"{self.label_map}; add it to label_map (0 up, 1 down, 2 unknown; '*' for any other)",
-                 error_cls=LabelError)
-
-        # -- P picks ---------------------------------------------------------------------------
-        p_raw = cols[p_col]
-        p_float = to_float(p_raw)
-        bad.flag("p_pick_missing", ~np.isfinite(p_float),
-                 lambda r: f"P pick {p_raw[r]!r} in column {p_col!r} (trace_name {names[r]!r}) is not a number")
-        p_index = np.where(np.isfinite(p_float), np.round(np.nan_to_num(p_float)), -1).astype(np.int64)
-        outside = (p_index < 0) | (p_index >= self._wlen)
-        bad.flag("p_pick_outside_trace", outside & np.isfinite(p_float),
-                 lambda r: f"P pick {p_raw[r]!r} (trace_name {names[r]!r}) is outside the trace "
-                           f"(0..{int(self._wlen[r]) - 1})")
-
-        # -- metadata --------------------------------------------------------------------------
-        meta: dict[str, np.ndarray] = {"trace_name": np.asarray(names, dtype=object)}
-        events = self._event_ids(cols, event_col, n)
-        if events is not None:
-            meta["event_id"] = events
-        if snr_col:
-            zc = self.components[0] if "Z" not in self.components else "Z"
-            meta["snr"] = np.array([parse_snr(c, order, zc) for c in cols[snr_col]], dtype=np.float64)
-        if mag_col:
-            meta["magnitude"] = to_float(cols[mag_col])
-        if dist_col:
-            meta["distance"] = to_float(cols[dist_col])
-        elif all(c in cols for c in COORD_COLUMNS):
-            meta["distance"] = great_circle_km(*(to_float(cols[c]) for c in COORD_COLUMNS))
-        if "station_code" in cols:
-            nets = cols.get("station_network_code", [""] * n)
-            meta["station"] = np.asarray([f"{a}.{b}" if a else b for a, b in zip(nets, cols["station_code"])],
-                                         dtype=object)
-        if "split" in cols:
-            meta["split"] = np.asarray(cols["split"], dtype=object)
-
-        keep = np.flatnonzero(bad.keep)
-        self.skipped = bad.skipped
-        if len(keep) == 0:
-            raise DataFormatError(f"{self.metadata_path}: every row was skipped ({self.skipped})")
-        self.source_rows = keep  # row of metadata.csv for each table row
-        for name in ("_block", "_index", "_c0", "_nch", "_w0", "_wlen"):
-            setattr(self, name, getattr(self, name)[keep])
-        self.table = TraceTable(
-            labels=codes[keep], p_index=p_index[keep], trace_length=self._wlen.copy(),
-            sampling_rate=self.sampling_rate, num_channels=len(self._channels),
-            metadata={k: v[keep] for k, v in meta.items()}, has_pick=True,
-            label_map=dict(self.label_map))
-        log.info("%s: %d traces (%s preset, components %s of %s, %s Hz)%s", self.path, len(keep), preset_key,
-                 "".join(self.components), order, self.sampling_rate,
-                 f", skipped {self.skipped}" if self.skipped else "")
-
-    # -- construction helpers ----------------------------------------------------------------------
-    def _resolve_trace_names(self, names: Sequence[str], bad: BadRows, f) -> None:
-        n = len(names)
-        block = np.full(n, -1, dtype=np.int64)
-        index = np.full(n, -1, dtype=np.int64)
-        c0 = np.zeros(n, dtype=np.int64)
-        nch = np.zeros(n, dtype=np.int64)
-        w0 = np.zeros(n, dtype=np.int64)
-        wlen = np.zeros(n, dtype=np.int64)
-        problem: list[str | None] = [None] * n
-        reason = np.zeros(n, dtype=np.int8)  # 1 unparsable, 2 missing block, 3 outside, 4 component
-        self._block_names: list[str] = []
-        block_ids: dict[str, int] = {}
+    def _plan_reads(self, names: Sequence[str], bad: BadRows) -> None:
+        """Trace names -> ``self._address`` (block, row, channel and sample ranges); flags the rows
+        whose name does not resolve, one reason after the other (see ADDRESS_PROBLEMS)."""
+        data = self._h5(self.waveforms_path)["data"]
         shapes: dict[str, tuple | None] = {}
-        data = f["data"]
-        cw = self.dimension_order == "CW"
-        need = max(self._channels) + 1
-        for i, name in enumerate(names):
-            try:
-                bname, loc = split_trace_name(name)
-            except ValueError:
-                reason[i], problem[i] = 1, f"trace_name {name!r} does not parse as 'bucket$index,:channels,:samples'"
-                continue
+
+        def shape_of(bname: str) -> tuple | None:
             if bname not in shapes:
                 obj = data.get(bname)
                 shapes[bname] = tuple(obj.shape) if obj is not None and hasattr(obj, "shape") else None
-            shape = shapes[bname]
-            if shape is None:
-                reason[i], problem[i] = 2, f"trace_name {name!r}: no dataset 'data/{bname}' in {self.waveforms_path}"
-                continue
-            if len(shape) not in (2, 3):
-                reason[i], problem[i] = 1, f"trace_name {name!r}: 'data/{bname}' has shape {shape}"
-                continue
-            loc = list(loc)
-            idx = -1
-            if len(shape) == 3:
-                if not loc or not isinstance(loc[0], int):
-                    reason[i], problem[i] = 1, f"trace_name {name!r} gives no row of block {bname} {shape}"
-                    continue
-                idx = loc.pop(0)
-                if not 0 <= idx < shape[0]:
-                    reason[i], problem[i] = 3, (f"trace_name {name!r} points at row {idx} of 'data/{bname}', "
-                                                f"which holds {shape[0]} traces (outside its bucket)")
-                    continue
-            dims = shape[-2:]
-            loc = (loc + [slice(None)] * 2)[:2]
-            ranges = []
-            for s, size in zip(loc, dims):
-                if not isinstance(s, slice) or s.step not in (None, 1):
-                    ranges = None
-                    break
-                start = 0 if s.start is None else s.start
-                stop = size if s.stop is None else s.stop
-                if start < 0 or stop > size or stop < start:
-                    ranges = (start, stop, size)
-                    break
-                ranges.append((start, stop))
-            if ranges is None:
-                reason[i], problem[i] = 1, f"trace_name {name!r}: only plain slices are supported"
-                continue
-            if isinstance(ranges, tuple):
-                reason[i], problem[i] = 3, (f"trace_name {name!r} slices {ranges[0]}:{ranges[1]} of an axis of "
-                                            f"length {ranges[2]} in 'data/{bname}' {shape} (outside its bucket)")
-                continue
-            (ca, cb), (wa, wb) = ranges if cw else ranges[::-1]
-            if cb - ca < need:
-                reason[i], problem[i] = 4, (f"trace_name {name!r} has {cb - ca} channels; component "
-                                            f"{''.join(self.components)!r} of {self.component_order!r} needs {need}")
+            return shapes[bname]
+
+        address = TraceAddresses.empty(len(names))
+        block_ids: dict[str, int] = {}
+        reason = np.full(len(names), "", dtype=object)
+        problem: list[str] = [""] * len(names)
+        need = max(self._channels) + 1
+        for i, name in enumerate(names):
+            try:
+                bname, row, (ca, cb), (wa, wb) = locate_trace(name, shape_of, self.dimension_order == "CW")
+                if cb - ca < need:
+                    raise _BadAddress("trace_missing_component", f"trace_name {name!r} has {cb - ca} channels; "
+                                      f"component {''.join(self.components)!r} of {self.component_order!r} "
+                                      f"needs {need}")
+            except _BadAddress as why:
+                reason[i], problem[i] = why.reason, why.message
+                if why.reason == "trace_block_missing":
+                    problem[i] += f" in {self.waveforms_path}"
                 continue
             if bname not in block_ids:
-                block_ids[bname] = len(self._block_names)
-                self._block_names.append(bname)
-            block[i], index[i], c0[i], nch[i], w0[i], wlen[i] = block_ids[bname], idx, ca, cb - ca, wa, wb - wa
-        labels = {1: "trace_name_unparsable", 2: "trace_block_missing", 3: "trace_outside_bucket",
-                  4: "trace_missing_component"}
-        for code, why in labels.items():
-            bad.flag(why, reason == code, lambda r: problem[r])
-        self._block, self._index, self._c0, self._nch, self._w0, self._wlen = block, index, c0, nch, w0, wlen
+                block_ids[bname] = len(address.block_names)
+                address.block_names.append(bname)
+            address.block[i], address.row[i] = block_ids[bname], row
+            address.channel_start[i], address.channel_count[i] = ca, cb - ca
+            address.sample_start[i], address.length[i] = wa, wb - wa
+        for why in ADDRESS_PROBLEMS:
+            bad.flag(why, reason == why, lambda r: problem[r])
+        self._address = address
 
-    def _event_ids(self, cols: dict[str, list[str]], event_col: str | None, n: int) -> np.ndarray | None:
-        if event_col:
-            values = [v.strip() for v in cols[event_col]]
-        elif "source_origin_time" in cols:
-            lat = cols.get("source_latitude_deg", [""] * n)
-            lon = cols.get("source_longitude_deg", [""] * n)
+    def _resolve_labels(self, columns, label_map, bad: BadRows) -> np.ndarray:
+        """Label words -> codes through the map in force (file attribute > argument > preset)."""
+        file_map = self._h5(self.waveforms_path).attrs.get("label_map")
+        self.label_map = resolve_label_map(file_map, label_map, PRESETS[self.preset]["label_map"],
+                                           self.metadata_path)
+        words = columns[self.label_column]
+        codes = apply_label_map(words, self.label_map, default=-1, ignore_case=True, missing_code=UNKNOWN)
+        bad.flag("unknown_label", codes < 0,
+                 lambda r: f"label {words[r]!r} in column {self.label_column!r} is not in label_map "
+                           f"{self.label_map}; add it to label_map (0 up, 1 down, 2 unknown; '*' for any other)",
+                 error_cls=LabelError)
+        return codes
+
+    def _resolve_picks(self, columns, bad: BadRows) -> np.ndarray:
+        """P samples; flags cells that are not numbers and picks outside the trace."""
+        names, p_raw = columns["trace_name"], columns[self.p_column]
+        p_float = to_float(p_raw)
+        bad.flag("p_pick_missing", ~np.isfinite(p_float),
+                 lambda r: f"P pick {p_raw[r]!r} in column {self.p_column!r} (trace_name {names[r]!r}) is not a number")
+        p_index = np.where(np.isfinite(p_float), np.round(np.nan_to_num(p_float)), -1).astype(np.int64)
+        length = self._address.length
+        outside = (p_index < 0) | (p_index >= length)
+        bad.flag("p_pick_outside_trace", outside & np.isfinite(p_float),
+                 lambda r: f"P pick {p_raw[r]!r} (trace_name {names[r]!r}) is outside the trace "
+                           f"(0..{int(length[r]) - 1})")
+        return p_index
+
+    def _collect_metadata(self, columns: dict[str, list[str]], n: int) -> dict[str, np.ndarray]:
+        """``TraceTable.metadata`` from the columns present (see the module docstring)."""
+        meta: dict[str, np.ndarray] = {"trace_name": np.asarray(columns["trace_name"], dtype=object)}
+        events = self._event_ids(columns, n)
+        if events is not None:
+            meta["event_id"] = events
+        if self._snr_column:
+            vertical = self.components[0] if "Z" not in self.components else "Z"
+            meta["snr"] = np.array([parse_snr(c, self.component_order, vertical) for c in columns[self._snr_column]],
+                                   dtype=np.float64)
+        if self._magnitude_column:
+            meta["magnitude"] = to_float(columns[self._magnitude_column])
+        if self._distance_column:
+            meta["distance"] = to_float(columns[self._distance_column])
+        elif all(c in columns for c in COORD_COLUMNS):
+            meta["distance"] = great_circle_km(*(to_float(columns[c]) for c in COORD_COLUMNS))
+        if "station_code" in columns:
+            nets = columns.get("station_network_code", [""] * n)
+            meta["station"] = np.asarray([f"{a}.{b}" if a else b for a, b in zip(nets, columns["station_code"])],
+                                         dtype=object)
+        if "split" in columns:
+            meta["split"] = np.asarray(columns["split"], dtype=object)
+        return meta
+
+    def _event_ids(self, columns: dict[str, list[str]], n: int) -> np.ndarray | None:
+        """Event id per row: the event column, else origin time + epicentre; a row without one gets
+        a unique ``row<i>`` so that it never merges into one giant event."""
+        if self._event_column:
+            values = [v.strip() for v in columns[self._event_column]]
+        elif "source_origin_time" in columns:
+            lat = columns.get("source_latitude_deg", [""] * n)
+            lon = columns.get("source_longitude_deg", [""] * n)
             values = [f"{t.strip()}@{a.strip()},{b.strip()}" if t.strip() else ""
-                      for t, a, b in zip(cols["source_origin_time"], lat, lon)]
+                      for t, a, b in zip(columns["source_origin_time"], lat, lon)]
         else:
             return None
         return np.asarray([v if v and v.lower() not in MISSING_WORDS else f"row{i}" for i, v in enumerate(values)],
                           dtype=object)
+
+    def _select_rows(self, bad: BadRows, labels: np.ndarray, p_index: np.ndarray,
+                     metadata: dict[str, np.ndarray]) -> None:
+        """Keep the good rows: ``self.table``, ``self.source_rows`` (row of metadata.csv of each
+        table row) and ``self.skipped``."""
+        self.skipped = bad.skipped
+        keep = bad.kept_rows()
+        self.source_rows = keep
+        self._address = self._address.select(keep)
+        self.table = TraceTable(
+            labels=labels[keep], p_index=p_index[keep], trace_length=self._address.length.copy(),
+            sampling_rate=self.sampling_rate, num_channels=len(self._channels),
+            metadata={k: v[keep] for k, v in metadata.items()}, has_pick=True,
+            label_map=dict(self.label_map))
+        log.info("%s: %d traces (%s preset, components %s of %s, %s Hz)%s", self.path, len(keep), self.preset,
+                 "".join(self.components), self.component_order, self.sampling_rate,
+                 f", skipped {self.skipped}" if self.skipped else "")
 
     # -- reading ----------------------------------------------------------------------------------
     def __getstate__(self) -> dict:
@@ -575,7 +511,7 @@ class SeisBenchReader(Reader):
             self._ds_cache = (os.getpid(), cache)
         ds = cache.get(block_id)
         if ds is None:
-            ds = self._h5(self.waveforms_path)["data"][self._block_names[block_id]]
+            ds = self._h5(self.waveforms_path)["data"][self._address.block_names[block_id]]
             cache[block_id] = ds
         return ds
 
@@ -585,52 +521,57 @@ class SeisBenchReader(Reader):
         Reads only each window (``block[i, channels, a:b]``), in (block, row) order; consecutive
         rows of a block whose windows overlap are read as one small hyperslab.
         """
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        start = np.asarray(start, dtype=np.int64).reshape(-1)
-        if start.size == 1 and rows.size != 1:
-            start = np.full(rows.shape, int(start[0]), dtype=np.int64)
+        rows, start = window_request(rows, start)
         length = int(length)
-        n = len(rows)
-        out = np.zeros((n, len(self._channels), length), dtype=np.float32)
-        if n == 0:
+        out = np.zeros((len(rows), len(self._channels), length), dtype=np.float32)
+        if len(rows) == 0:
             return out
-        lo_ch, hi_ch = min(self._channels), max(self._channels) + 1
-        pick = [c - lo_ch for c in self._channels]
-        a = np.maximum(start, 0)
-        b = np.minimum(start + length, self._wlen[rows])
-        blocks, index = self._block[rows], self._index[rows]
+        a = np.maximum(start, 0)  # the samples of each window inside its trace: a .. b - 1
+        b = np.minimum(start + length, self._address.length[rows])
+        for run, lo, hi in self._read_runs(rows, a, b, length):
+            chunk = self._read_run(rows[run[0]], len(run), lo, hi)
+            for m, q in enumerate(run):
+                out[q, :, a[q] - start[q]: b[q] - start[q]] = chunk[m, :, a[q] - lo: b[q] - lo]
+        return out
+
+    def _read_runs(self, rows: np.ndarray, a: np.ndarray, b: np.ndarray, length: int):
+        """Yield ``(positions, lo, hi)``: runs of requests, in (block, row, start) order, that are
+        consecutive rows of one block with the same channel and sample offsets and windows within
+        ``2 * length`` samples of each other; ``lo:hi`` spans their windows."""
+        address = self._address
+        blocks, index = address.block[rows], address.row[rows]
+        c0, w0 = address.channel_start[rows], address.sample_start[rows]
         valid = np.flatnonzero(b > a)
         order = valid[np.lexsort((a[valid], index[valid], blocks[valid]))]
-        cw = self.dimension_order == "CW"
         k, n = 0, len(order)
         while k < n:
             first = order[k]
-            # Extend a run of consecutive rows of one bucket whose windows overlap (one read).
+            lo, hi = a[first], b[first]
             j = k + 1
-            ra, rb = a[first], b[first]
             while (j < n and index[first] >= 0 and blocks[order[j]] == blocks[first]
                    and index[order[j]] == index[order[j - 1]] + 1
-                   and self._c0[rows[order[j]]] == self._c0[rows[first]]
-                   and self._w0[rows[order[j]]] == self._w0[rows[first]]
-                   and max(rb, b[order[j]]) - min(ra, a[order[j]]) <= 2 * length):
-                ra, rb = min(ra, a[order[j]]), max(rb, b[order[j]])
+                   and c0[order[j]] == c0[first] and w0[order[j]] == w0[first]
+                   and max(hi, b[order[j]]) - min(lo, a[order[j]]) <= 2 * length):
+                lo, hi = min(lo, a[order[j]]), max(hi, b[order[j]])
                 j += 1
-            run = order[k:j]
+            yield order[k:j], int(lo), int(hi)
             k = j
-            r0 = rows[first]
-            ds = self._dataset(int(blocks[first]))
-            c_lo, c_hi = int(self._c0[r0]) + lo_ch, int(self._c0[r0]) + hi_ch
-            s_lo, s_hi = int(self._w0[r0] + ra), int(self._w0[r0] + rb)
-            i0 = int(index[first])
-            if i0 >= 0:
-                i1 = i0 + len(run)
-                chunk = ds[i0:i1, c_lo:c_hi, s_lo:s_hi] if cw else ds[i0:i1, s_lo:s_hi, c_lo:c_hi].transpose(0, 2, 1)
-            else:
-                chunk = (ds[c_lo:c_hi, s_lo:s_hi] if cw else ds[s_lo:s_hi, c_lo:c_hi].T)[None]
-            chunk = np.asarray(chunk, dtype=np.float32)[:, pick, :]
-            for m, q in enumerate(run):
-                out[q, :, a[q] - start[q]: b[q] - start[q]] = chunk[m, :, a[q] - ra: b[q] - ra]
-        return out
+
+    def _read_run(self, table_row: int, count: int, lo: int, hi: int) -> np.ndarray:
+        """Samples ``lo:hi`` of the requested channels of ``count`` consecutive traces of one block,
+        starting at ``table_row``'s: float32 ``(count, C, hi - lo)``."""
+        address = self._address
+        lo_ch, hi_ch = min(self._channels), max(self._channels) + 1
+        ds = self._dataset(int(address.block[table_row]))
+        c_lo, c_hi = int(address.channel_start[table_row]) + lo_ch, int(address.channel_start[table_row]) + hi_ch
+        s_lo, s_hi = int(address.sample_start[table_row] + lo), int(address.sample_start[table_row] + hi)
+        i0 = int(address.row[table_row])
+        if self.dimension_order == "CW":
+            chunk = ds[i0:i0 + count, c_lo:c_hi, s_lo:s_hi] if i0 >= 0 else ds[c_lo:c_hi, s_lo:s_hi][None]
+        else:
+            chunk = (ds[i0:i0 + count, s_lo:s_hi, c_lo:c_hi].transpose(0, 2, 1) if i0 >= 0
+                     else ds[s_lo:s_hi, c_lo:c_hi].T[None])
+        return np.asarray(chunk, dtype=np.float32)[:, [c - lo_ch for c in self._channels], :]
 
     def describe(self) -> str:
         return (f"SeisBench {self.preset}: {len(self.table)} traces, components {''.join(self.components)} of "

@@ -1,0 +1,89 @@
+"""Reading a metadata CSV by column: what the SeisBench and DiTing readers share.
+
+The CSVs are read with the ``csv`` module (fields may be quoted and hold commas, as SeisBench's
+``trace_name`` does), only the columns a reader asks for, as lists of strings; numbers are parsed
+afterwards with :func:`to_float`, so a bad cell becomes NaN and the reader decides what to do
+with its row (see :class:`~seispolarity.data.readers.bad_rows.BadRows`).
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .base import DataFormatError
+
+__all__ = ["read_csv_header", "read_csv_columns", "pick_column", "missing_column_error", "to_float"]
+
+
+def read_csv_header(path: str) -> list[str]:
+    """The column names of a CSV (its first line, stripped); a DataFormatError when it has none."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        header = [h.strip() for h in next(csv.reader(fh), [])]
+    if not header:
+        raise DataFormatError(f"{path}: empty file; expected a CSV header")
+    return header
+
+
+def read_csv_columns(path: str, wanted: Iterable[str]) -> tuple[list[str], dict[str, list[str]], int]:
+    """Read the named columns of a CSV (quoted fields allowed) as lists of strings.
+
+    Returns ``(header, columns, n_rows)``; columns absent from the header are left out, blank
+    lines are skipped and short records are padded with empty cells.
+    """
+    csv.field_size_limit(1 << 28)
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise DataFormatError(f"{path}: empty file; expected a CSV header line") from None
+        index = {name: i for i, name in enumerate(header)}
+        names = [w for w in dict.fromkeys(wanted) if w in index]
+        ids = [index[w] for w in names]
+        width = len(header)
+        records = []
+        for rec in reader:
+            if not rec or (len(rec) == 1 and not rec[0].strip()):
+                continue  # blank line
+            if len(rec) < width:
+                rec = rec + [""] * (width - len(rec))
+            records.append([rec[i] for i in ids])
+    columns: dict[str, list[str]] = {name: [] for name in names}
+    if records:
+        for name, values in zip(names, zip(*records)):
+            columns[name] = list(values)
+    return header, columns, len(records)
+
+
+def pick_column(header: Sequence[str], candidates: str | Sequence[str] | None) -> str | None:
+    """The first of ``candidates`` (one name or several, in order of preference) in ``header``."""
+    if candidates is None:
+        return None
+    if isinstance(candidates, str):
+        candidates = (candidates,)
+    for name in candidates:
+        if name in header:
+            return name
+    return None
+
+
+def missing_column_error(path: str, column: str, header: Sequence[str], what: str) -> DataFormatError:
+    """The error for a required column that the header lacks, with the closest names as a hint."""
+    close = difflib.get_close_matches(column, header, n=3, cutoff=0.6)
+    hint = f"; similar: {close}" if close else ""
+    return DataFormatError(f"{path}: no column {column!r} ({what}){hint}; {len(header)} columns in the header "
+                           f"(set the column name option to use another)")
+
+
+def to_float(values: Sequence[str]) -> np.ndarray:
+    """Cells as float64; a cell that is not a number is NaN."""
+    out = np.full(len(values), np.nan, dtype=np.float64)
+    for i, v in enumerate(values):
+        try:
+            out[i] = float(v)
+        except (TypeError, ValueError):
+            pass
+    return out
