@@ -266,12 +266,45 @@ def _output_dir() -> str:
     return os.path.abspath(str(hydra.run.dir))
 
 
+#: What ``python train.py --help`` says after a group's options.
+HELP_NOTES = {
+    "optimizer": "lr=... sets the learning rate", "trainer": "trainer.epochs=20 trainer.batch_size=64 ...",
+    "augment": "training-time flips, noise, shifts", "report": "report.md, PNGs, first-break baseline",
+    "debug": "a seconds-long smoke run; overfit one batch", "experiment": "named presets",
+    "hparams_search": "an Optuna sweep, no -m needed", "paths": "paths.log_dir=... moves the run folders",
+    "hydra/launcher": "how sweep jobs run",
+}
+
+
+def _help_groups(_root_: Any) -> str:
+    """``${seispolarity.help_groups:}`` in the ``--help`` page: every config group of ``conf/`` with
+    its options, the chosen (default) one first; the internal ``schema/*`` groups left out."""
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    loader = GlobalHydra.instance().hydra.config_loader
+    choices = dict(OmegaConf.select(_root_, "hydra.runtime.choices", default=None) or {})
+    first = ["data", "model", "optimizer", "scheduler", "trainer", "augment", "report", "debug", "experiment",
+             "hparams_search", "paths"]
+    found = set(loader.list_groups("")) - {"hydra", "schema"}
+    groups = [g for g in first if g in found] + sorted(found - set(first)) + ["hydra/launcher"]
+    rows = []
+    for group in groups:
+        options = sorted(loader.get_group_options(group))
+        chosen = choices.get(group)
+        ordered = ([chosen] if chosen in options else []) + [o for o in options if o != chosen]
+        rows.append((group, ", ".join(ordered), f"({HELP_NOTES[group]})" if group in HELP_NOTES else ""))
+    return "\n".join(f"  {g:<15} {o}  {n}".rstrip() for g, o, n in rows)
+
+
 def register_resolvers() -> None:
     """OmegaConf resolvers the configs in ``conf/`` use (idempotent)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("seispolarity.output_dir"):
         OmegaConf.register_new_resolver("seispolarity.output_dir", _output_dir)
+    if not OmegaConf.has_resolver("seispolarity.help_groups"):
+        OmegaConf.register_new_resolver("seispolarity.help_groups", _help_groups)
 
 
 register_resolvers()  # on import: a launcher's worker process resolves the config without train.py
