@@ -131,9 +131,9 @@ def _mode() -> RunMode | None:
         return None
 
 
-def _to_log_file_only(text: str) -> None:
+def _to_log_file_only(text: str, level: int = logging.ERROR) -> None:
     """Write ``text`` to the run's log file handlers (train.log), not to the console."""
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, text, None, None)
+    record = log.makeRecord(log.name, level, __file__, 0, text, None, None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
@@ -181,10 +181,11 @@ def report_failure(exc: BaseException) -> None:
     mode = _mode()
     if isinstance(exc, TrainingInterrupted):
         line = interrupted_message(exc)
-        log.warning("%s", line)
         if mode is not None:
+            _to_log_file_only(line, logging.WARNING)  # the terminal gets it once, below
             print(line, file=sys.stderr, flush=True)
             raise SystemExit(128 + int(exc.signum)) from None
+        log.warning("%s", line)
         return
     cause = user_error(exc)
     if cause is None and mode is None:

@@ -181,6 +181,7 @@ def test_a_multirun_with_a_failing_job_still_writes_its_summary(tmp_path, cache_
     (["data=instance"], 2, "error: data=instance needs data.path=<folder>: the INSTANCE folder (SeisBench format"),
     (["data.path=/x.hdf5"], 2, "error: data=synthetic generates its traces and reads no file (data.path=/x.hdf5); "
                                "to train on a file choose its layout: data=flat data.path=<file.hdf5>"),
+    (["+data.path=/x.hdf5"], 2, "error: data=synthetic generates its traces and reads no file"),  # Hydra's old hint
     (["trainer.epochs=-1"], 1, "error: TrainingConfig.epochs=-1: expected a whole number >= 1"),
 ])
 def test_a_mistake_in_the_command_is_one_line_and_leaves_no_folder(args, code, expected, tmp_path):
