@@ -135,7 +135,7 @@ with h5py.File(os.path.join(path, "waveforms.hdf5"), "r") as f:
         name = ds.metadata["trace_name"][i]
         bucket, loc = name.split("$")
         row = int(loc.split(",")[0])
-        p = int(ds._p[i])
+        p = int(ds.p_index[i])
         direct = f["data"][bucket][row, 0, p - window // 2: p + window // 2].astype(np.float32)
         ok &= bool(np.array_equal(ds.raw_windows([int(i)])[0, 0].numpy(), direct))
 out["windows_match_direct_reads"] = ok
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict:
     w = result["write"]
     lines = [f"file: {args.traces:,} traces x 3 x {args.length:,} samples, {args.dtype}, {args.compression}: "
              f"{mb(w['waveforms_bytes'])} on disk"
-             + (f", written in {w['write_seconds']:.0f} s ({w['write_MB_per_s']:.0f} MB/s)" if "write_seconds" in w else ""),
+             + (f", written in {w['write_seconds']:.0f} s ({w['write_MB_per_s']:.0f} MB/s)"
+                if "write_seconds" in w else ""),
              f"full traces as float32 would be {mb(w['full_trace_bytes_float32'])}",
              f"{'load':<14} {'seconds':>8} {'RSS before':>11} {'peak RSS':>10} {'peak - before':>14} "
              f"{'windows':>9} {'(peak-before)/windows':>22}"]

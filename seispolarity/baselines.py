@@ -1,4 +1,10 @@
-"""Classical (non-learnt) polarity pickers, used as reference points for the networks."""
+"""Classical (non-learnt) polarity pickers, used as reference points for the networks.
+
+One algorithm, the first-break threshold picker, serves three places with their own parameters:
+the evaluation baseline (:func:`first_break_polarity`, defaults below), the realism diagnostic
+(:func:`first_break`, ``seispolarity.data.realism``) and the label-map sign check
+(``seispolarity.data.check_labels.first_motion_sign``: no gap, no tolerance, k = 3).
+"""
 from __future__ import annotations
 
 from typing import Any

@@ -44,6 +44,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .data.labels import DOWN, UP
+from .plain import to_plain
 
 SKHASH_COLUMNS = ("event_id", "network", "station", "location", "channel", "p_polarity")
 SKHASH_STATION_COLUMNS = ("network", "station", "location", "channel", "latitude", "longitude", "elevation")
@@ -121,18 +122,11 @@ def make_observations(predictions: Sequence[int], event_ids: Sequence[Any], stat
     for i in range(n):
         codes = parse_station_code(stations[i])
         w = float(np.clip(weights[i], 0.0, 1.0))
-        onset = _text(onsets[i]).upper() if onsets is not None else ("I" if w >= impulsive_weight - 1e-6 else "E")  # float32 probabilities
+        # (the 1e-6: weights are float32 probabilities)
+        onset = _text(onsets[i]).upper() if onsets is not None else ("I" if w >= impulsive_weight - 1e-6 else "E")
         out.append(Observation(event_id=_text(event_ids[i]), polarity=int(predictions[i]), weight=w, onset=onset,
-                               extra={k: _plain(v[i]) for k, v in (extra or {}).items()}, **codes))
+                               extra={k: to_plain(v[i]) for k, v in (extra or {}).items()}, **codes))
     return out
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
 
 
 def observations_from_result(result, event_ids: Sequence[Any] | None = None, stations: Sequence[Any] | None = None,
@@ -153,7 +147,8 @@ def observations_from_result(result, event_ids: Sequence[Any] | None = None, sta
     if stations is None:
         if all(k in meta for k in ("network", "station", "channel")):
             loc = meta.get("location", np.full(len(result), ""))
-            stations = [(meta["network"][i], meta["station"][i], loc[i], meta["channel"][i]) for i in range(len(result))]
+            stations = [(meta["network"][i], meta["station"][i], loc[i], meta["channel"][i])
+                        for i in range(len(result))]
         elif "station" in meta:
             stations = meta["station"]
         else:

@@ -36,6 +36,7 @@ from .data.dataset import WaveformDataset, normalize_waveforms
 from .data.labels import CLASS_NAMES, UNKNOWN, LabelError
 from .models import get_model
 from .models.base import PolarityModel
+from .plain import to_plain
 from .training.checkpoint import load_checkpoint
 from .training.trainer import resolve_device
 
@@ -104,7 +105,7 @@ class PredictionResult:
             row: dict[str, Any] = {"index": int(indices[i])}
             for k in cols:
                 if k in self.metadata:
-                    row[k] = _plain(self.metadata[k][i])
+                    row[k] = to_plain(self.metadata[k][i])
             row["prediction"] = int(self.predictions[i])
             row["polarity"] = POLARITY_LETTERS[int(self.predictions[i])]
             row["probability"] = float(self.probability[i])
@@ -129,14 +130,6 @@ class PredictionResult:
             for row in self.rows():
                 writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
         return path
-
-
-def _plain(value):
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 class Predictor:
@@ -277,7 +270,8 @@ class Predictor:
             raise ValueError(f"the dataset's windows ({dataset.window_length} samples) are shorter than the model "
                              f"input ({self.input_length})")
         if abs(float(dataset.sampling_rate) - self.sampling_rate) > 1e-6:
-            raise ValueError(f"the data is sampled at {dataset.sampling_rate:g} Hz, the model at {self.sampling_rate:g} Hz")
+            raise ValueError(f"the data is sampled at {dataset.sampling_rate:g} Hz, "
+                             f"the model at {self.sampling_rate:g} Hz")
         idx = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
         parts = []
         progress = bar(len(idx), "predicting", unit="trace", enabled=len(idx) > self.batch_size)
@@ -332,7 +326,8 @@ class Predictor:
         parts = [self._forward(torch.from_numpy(x[a:a + self.batch_size])) for a in range(0, len(x), self.batch_size)]
         if event_id is None:
             meta.pop("event_id")
-        return self._result(parts, len(x), indices=np.arange(len(x)), metadata={k: np.asarray(v) for k, v in meta.items()})
+        return self._result(parts, len(x), indices=np.arange(len(x)),
+                            metadata={k: np.asarray(v) for k, v in meta.items()})
 
     # -- core --------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -360,8 +355,9 @@ class Predictor:
         if self.max_uncertainty is not None and unc is not None:
             pred[unc > self.max_uncertainty] = UNKNOWN
         meta = {key: np.asarray(v) for key, v in (metadata or {}).items()}
-        return PredictionResult(predictions=pred, probabilities=probs.astype(np.float32), probability=top.astype(np.float32),
-                                raw_predictions=raw, uncertainty=unc, labels=labels, indices=indices, metadata=meta,
+        return PredictionResult(predictions=pred, probabilities=probs.astype(np.float32),
+                                probability=top.astype(np.float32), raw_predictions=raw, uncertainty=unc,
+                                labels=labels, indices=indices, metadata=meta,
                                 threshold=self.threshold, max_uncertainty=self.max_uncertainty)
 
 
@@ -410,7 +406,8 @@ def _select_trace(stream, trace_id: str, component: str):
 
 def predict(checkpoint: str | os.PathLike, data, **kwargs: Any) -> PredictionResult:
     """One call: ``predict("best.ckpt", waveforms_or_path, threshold=0.7, name="SCSN", ...)``."""
-    init = {k: kwargs.pop(k) for k in ("device", "batch_size", "threshold", "max_uncertainty", "mc_samples") if k in kwargs}
+    init = {k: kwargs.pop(k) for k in ("device", "batch_size", "threshold", "max_uncertainty", "mc_samples")
+            if k in kwargs}
     return Predictor(checkpoint, **init).predict(data, **kwargs)
 
 

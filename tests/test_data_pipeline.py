@@ -31,7 +31,6 @@ from seispolarity.data.readers import DataFormatError
 from seispolarity.models import Ross
 from seispolarity.training import Trainer, TrainingConfig
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -144,7 +143,7 @@ def test_every_layout_reads_labels_p_events_and_windows(tmp_path, layout):
     assert len(ds) == len(want["labels"])
     assert ds.labels.tolist() == want["labels"].tolist()
     assert [str(e) for e in ds.event_ids()] == [str(e) for e in want["events"]]
-    assert ds._p.tolist() == want["p"].tolist()
+    assert ds.p_index.tolist() == want["p"].tolist()
     x = ds.raw_windows(torch.arange(len(ds)))[:, 0]  # (N, 400), P at 200; the vertical channel
     assert ds.num_channels == 1
     assert tuple(ds._store.shape) == (len(ds), 1, 400)  # preload keeps the windows only, not the traces

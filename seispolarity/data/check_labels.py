@@ -17,9 +17,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .labels import CLASS_NAMES
+from ..baselines import first_break_polarity
+from ..cli_args import parse_option, split_option
+from .labels import CLASS_NAMES, DOWN, UNKNOWN, UP
 
 __all__ = ["first_motion_sign", "check_labels", "format_report", "main"]
+
+#: Label code -> sign of the first motion (unknown: no onset found).
+CODE_SIGN = np.zeros(3, dtype=np.int8)
+CODE_SIGN[[UP, DOWN, UNKNOWN]] = [1, -1, 0]
 
 
 def first_motion_sign(windows: np.ndarray, p_index: int | np.ndarray, sampling_rate: float = 100.0,
@@ -27,11 +33,13 @@ def first_motion_sign(windows: np.ndarray, p_index: int | np.ndarray, sampling_r
                       channel: int = 0) -> np.ndarray:
     """Sign (+1, -1, or 0 when no onset is found) of each trace's first motion after P.
 
-    Definition: the noise is the ``noise_seconds`` before P (samples ``p - n .. p - 1``); the
-    first motion is the first sample at or after P, within ``search_seconds``, whose departure
-    from the noise mean exceeds ``threshold`` x the noise standard deviation; its sign is the
-    sign of that departure. This ignores the pre-P offset, is not fooled by a later, larger
-    phase, and gives 0 (undetermined) on traces whose onset never stands out of the noise.
+    This is the first-break picker :func:`seispolarity.baselines.first_break_polarity` with this
+    check's parameters: the noise is the ``noise_seconds`` right before P (no gap); the first
+    motion is the first sample from P to ``search_seconds`` after it (no tolerance before P)
+    whose departure from the noise mean exceeds ``threshold`` x the noise standard deviation;
+    its sign is the sign of that departure. This ignores the pre-P offset, is not fooled by a
+    later, larger phase, and gives 0 (undetermined) on traces whose onset never stands out of
+    the noise.
 
     Args:
         windows: ``(N, C, L)`` or ``(N, L)`` waveforms.
@@ -43,29 +51,9 @@ def first_motion_sign(windows: np.ndarray, p_index: int | np.ndarray, sampling_r
         x = x[:, channel, :]
     if x.ndim != 2:
         raise ValueError(f"windows must be (N, C, L) or (N, L), got shape {np.shape(windows)}")
-    n, length = x.shape
-    p = np.broadcast_to(np.asarray(p_index, dtype=np.int64), (n,))
-    n_noise = max(2, int(round(noise_seconds * sampling_rate)))
-    n_search = max(1, int(round(search_seconds * sampling_rate)))
-    rows = np.arange(n)[:, None]
-
-    idx = p[:, None] - n_noise + np.arange(n_noise)
-    ok = (idx >= 0) & (idx < length)
-    vals = x[rows, np.clip(idx, 0, length - 1)]
-    count = np.maximum(ok.sum(1), 1)
-    mean = np.where(ok, vals, 0.0).sum(1) / count
-    var = np.where(ok, (vals - mean[:, None]) ** 2, 0.0).sum(1) / count
-    level = threshold * np.sqrt(var)
-    no_noise = ok.sum(1) == 0
-    mean = np.where(no_noise, x[np.arange(n), np.clip(p, 0, length - 1)], mean)
-
-    idx = p[:, None] + np.arange(n_search)
-    ok = (idx >= 0) & (idx < length)
-    dev = x[rows, np.clip(idx, 0, length - 1)] - mean[:, None]
-    exceed = ok & (np.abs(dev) > level[:, None]) & (dev != 0)
-    first = np.argmax(exceed, axis=1)
-    found = exceed.any(axis=1)
-    return np.where(found, np.sign(dev[np.arange(n), first]), 0).astype(np.int8)
+    codes = first_break_polarity(x, p_index, sampling_rate, k=threshold, noise_window=noise_seconds,
+                                 noise_gap=0.0, tolerance=0.0, search_window=search_seconds)
+    return CODE_SIGN[codes]
 
 
 def check_labels(path: str, name: str, label_map: Any = None, max_traces: int = 1000, seed: int = 0,
@@ -91,7 +79,8 @@ def check_labels(path: str, name: str, label_map: Any = None, max_traces: int = 
         signs = []
         for b in range(0, len(rows), batch):
             chunk = rows[b:b + batch]
-            windows = reader.read_windows(chunk, table.p_index[chunk] - n_noise, n_noise + n_search)
+            # the noise before P, P, and the search window after it (its last sample included)
+            windows = reader.read_windows(chunk, table.p_index[chunk] - n_noise, n_noise + n_search + 1)
             signs.append(first_motion_sign(windows, n_noise, rate, noise_seconds, search_seconds, threshold))
         s = np.concatenate(signs) if signs else np.zeros(0, dtype=np.int8)
         found = s[s != 0]
@@ -133,27 +122,6 @@ def format_report(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _parse_value(key: str, text: str) -> Any:
-    if key == "label_map" and not text.lstrip().startswith("{"):
-        # "positive:0,negative:1,undecidable:2"
-        out = {}
-        for item in text.split(","):
-            if item.strip():
-                k, _, v = item.rpartition(":")
-                out[k.strip()] = int(v)
-        return out
-    for cast in (json.loads,):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    if text.lower() in ("none", "null"):
-        return None
-    return text
-
-
 USAGE = ("usage: python -m seispolarity.data check-labels <path> name=<reader> [label_map=JSON|word:code,...] "
          "[max_traces=N] [json=true] [reader option=value ...]")
 
@@ -166,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     path = None
     options: dict[str, Any] = {}
     for arg in argv:
-        if "=" in arg and not arg.startswith("="):
-            key, _, value = arg.partition("=")
-            options[key.strip().lstrip("-").replace("-", "_")] = _parse_value(key.strip(), value)
+        option = split_option(arg)
+        if option is not None:
+            options[option[0]] = parse_option(*option)
         elif path is None:
             path = arg
         else:

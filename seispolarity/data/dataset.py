@@ -94,9 +94,28 @@ class WaveformDataset(Dataset):
         self.label_map = table.label_map
         self.dropped: dict[str, int] = dict(getattr(self.reader, "skipped", {}))
 
-        keep = ~too_short
-        if too_short.any():
-            self._count("trace_shorter_than_window", int(too_short.sum()))
+        rows = self._select_rows(table, ~too_short, unknown, filters, max_traces)
+        self.rows = rows  # rows of the reader's table
+        self.p_index = table.p_index[rows]  # P sample of each item in its trace
+        self.labels = torch.from_numpy(table.labels[rows].astype(np.int64))
+        self.metadata: dict[str, np.ndarray] = {k: np.asarray(v)[rows] for k, v in table.metadata.items()}
+        self.clarity = (torch.from_numpy(self.metadata["clarity"].astype(np.int64))
+                        if "clarity" in self.metadata else None)
+        self._store: torch.Tensor | None = None  # (N_store, C, stored_length) when preloaded
+        self._store_index: torch.Tensor | None = None  # this dataset's positions in _store
+        self.nan_policy = nan_policy
+        if preload:
+            self._preload()
+        elif nan_policy == "drop":
+            self._drop_nonfinite_streaming()
+
+    # -- construction steps ------------------------------------------------------------------------
+    def _select_rows(self, table, keep: np.ndarray, unknown: str, filters, max_traces: int | None) -> np.ndarray:
+        """Rows of the reader's table to use: ``keep`` (traces long enough for the window), less
+        unknown traces with ``unknown="drop"``, less those outside a metadata filter, at most
+        ``max_traces``; every drop counted in ``self.dropped``."""
+        if (~keep).any():
+            self._count("trace_shorter_than_window", int((~keep).sum()))
         if unknown == "drop":
             self._count("unknown_label", int((keep & (table.labels == UNKNOWN)).sum()))
             keep &= table.labels != UNKNOWN
@@ -118,20 +137,7 @@ class WaveformDataset(Dataset):
             rows = rows[: int(max_traces)]
         if len(rows) == 0:
             raise DataFormatError(f"{self.path}: no traces left after filtering ({self.dropped})")
-
-        self.rows = rows  # rows of the reader's table
-        self._p = table.p_index[rows]
-        self.labels = torch.from_numpy(table.labels[rows].astype(np.int64))
-        self.metadata: dict[str, np.ndarray] = {k: np.asarray(v)[rows] for k, v in table.metadata.items()}
-        self.clarity = (torch.from_numpy(self.metadata["clarity"].astype(np.int64))
-                        if "clarity" in self.metadata else None)
-        self._store: torch.Tensor | None = None  # (N_store, C, stored_length) when preloaded
-        self._store_index: torch.Tensor | None = None  # this dataset's positions in _store
-        self.nan_policy = nan_policy
-        if preload:
-            self._preload()
-        elif nan_policy == "drop":
-            self._drop_nonfinite_streaming()
+        return rows
 
     # -- construction helpers ------------------------------------------------------------------
     def _count(self, reason: str, count: int) -> None:
@@ -140,7 +146,7 @@ class WaveformDataset(Dataset):
             log.info("%s: dropped %d traces (%s)", self.path, count, reason)
 
     def _read(self, positions: np.ndarray) -> np.ndarray:
-        start = self._p[positions] - self.stored_length // 2
+        start = self.p_index[positions] - self.stored_length // 2
         return self.reader.read_windows(self.rows[positions], start, self.stored_length)
 
     def _preload(self, chunk: int = 16384) -> None:
@@ -176,7 +182,7 @@ class WaveformDataset(Dataset):
 
     def _select_inplace(self, positions: np.ndarray) -> None:
         self.rows = self.rows[positions]
-        self._p = self._p[positions]
+        self.p_index = self.p_index[positions]
         tpos = torch.from_numpy(np.asarray(positions, dtype=np.int64))
         self.labels = self.labels[tpos]
         self.clarity = self.clarity[tpos] if self.clarity is not None else None
@@ -231,14 +237,14 @@ class WaveformDataset(Dataset):
         return batch
 
     # -- subsets and splits ----------------------------------------------------------------------
-    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> "WaveformDataset":
+    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> WaveformDataset:
         """A view on some traces; shares the reader and the preloaded tensor (no copy of windows)."""
         pos = np.asarray(torch.as_tensor(indices, dtype=torch.long).numpy())
         view = object.__new__(WaveformDataset)
         view.__dict__.update(self.__dict__)
         view.dropped = dict(self.dropped)
         view.rows = self.rows[pos]
-        view._p = self._p[pos]
+        view.p_index = self.p_index[pos]
         tpos = torch.from_numpy(pos.astype(np.int64))
         view.labels = self.labels[tpos]
         view.clarity = self.clarity[tpos] if self.clarity is not None else None
@@ -251,7 +257,7 @@ class WaveformDataset(Dataset):
         return self.metadata.get("event_id")
 
     def split(self, val_fraction: float = 0.1, test_fraction: float = 0.0, seed: int = 0
-              ) -> tuple["WaveformDataset", "WaveformDataset | None", "WaveformDataset | None"]:
+              ) -> tuple[WaveformDataset, WaveformDataset | None, WaveformDataset | None]:
         """Train / validation / test subsets. Traces of one event stay on one side when the data has
         event ids (``event_id`` metadata); otherwise a seeded random split of traces."""
         train, val, test = split_indices(len(self), val_fraction, test_fraction, seed, self.event_ids())

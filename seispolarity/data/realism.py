@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..baselines import first_break
+from ..cli_args import parse_option, split_option
 from .labels import DOWN, UP
 
 __all__ = ["STATISTICS", "waveform_stats", "summarise", "distance", "ks_statistic", "file_stats", "detect_layout",
@@ -315,8 +316,6 @@ GLOBAL_OPTIONS = ("max_traces", "seed", "json")
 
 
 def _parse(argv: Sequence[str]) -> tuple[list[tuple[str, dict]], dict]:
-    from .check_labels import _parse_value
-
     files: list[tuple[str, dict]] = []
     current: dict[str, Any] = {}
     trailing: dict[str, Any] = {}
@@ -326,10 +325,9 @@ def _parse(argv: Sequence[str]) -> tuple[list[tuple[str, dict]], dict]:
         arg = args.pop(0)
         if arg.startswith("--") and "=" not in arg and args:
             arg = f"{arg}={args.pop(0)}"
-        if "=" in arg and not arg.startswith("="):
-            key, _, value = arg.partition("=")
-            key = key.strip().lstrip("-").replace("-", "_")
-            value = _parse_value(key, value)
+        option = split_option(arg)
+        if option is not None:
+            key, value = option[0], parse_option(*option)
             target = glob_opts if key in GLOBAL_OPTIONS else current
             target[key] = value
             if target is current:

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..plain import to_plain
+
 FORMAT = "seispolarity-checkpoint"
 FORMAT_VERSION = 1
 
@@ -139,7 +141,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: damaged checkpoint ({damage}): cut short or altered after it was written")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here means "not a usable checkpoint"
+    except Exception as exc:  # any failure here means "not a usable checkpoint"
         raise CheckpointError(f"{path}: not a readable SeisPolarity checkpoint (truncated, corrupt or "
                               f"holding code objects): {_load_failure(exc)}") from None
     if not isinstance(state, dict) or "model_state_dict" not in state:
@@ -177,7 +179,7 @@ def _load_failure(exc: BaseException) -> str:
 def capture_rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {
-        "python": _to_plain(random.getstate()),
+        "python": to_plain(random.getstate()),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
                   int(np_state[3]), float(np_state[4])],
         "torch": torch.get_rng_state(),
@@ -197,12 +199,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _to_plain(value):
-    if isinstance(value, tuple):
-        return [_to_plain(v) for v in value]
-    return value
 
 
 def _to_tuple(value):

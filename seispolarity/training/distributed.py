@@ -61,7 +61,8 @@ def agree_across_ranks(key: str, value: str, timeout_s: float = 300.0) -> str:
 
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                           timeout=timedelta(seconds=timeout_s))
-    scope = f"seispolarity/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    run_id, restart = os.environ.get("TORCHELASTIC_RUN_ID", ""), os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    scope = f"seispolarity/{run_id}/{restart}"
     return store.compare_set(f"{scope}/{key}", "", value).decode()
 
 
@@ -93,12 +94,22 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return tensor
 
 
+def any_rank(flag: bool, ctx: DistContext, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when ``flag`` is true on at least one (a stop request, a NaN ...);
+    ``device`` is where the collective runs (the training device under NCCL)."""
+    if not ctx.enabled:
+        return bool(flag)
+    votes = torch.tensor([1.0 if flag else 0.0], device=device)
+    all_reduce_sum(votes, ctx)
+    return bool(votes.item() > 0)
+
+
 def broadcast_object(obj, ctx: DistContext):
     if not ctx.enabled:
         return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    objects = [obj]  # broadcast_object_list fills the list in place on the other ranks
+    dist.broadcast_object_list(objects, src=0)
+    return objects[0]
 
 
 def barrier(ctx: DistContext) -> None:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import csv
 import difflib
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..labels import UNKNOWN, LabelError, apply_label_map
+from .bad_rows import BadRows
 from .base import DataFormatError
 
-__all__ = ["read_csv_header", "read_csv_columns", "pick_column", "missing_column_error", "to_float"]
+__all__ = ["read_csv_header", "read_csv_columns", "pick_column", "missing_column_error", "to_float",
+           "label_column_codes"]
 
 
 def read_csv_header(path: str) -> list[str]:
@@ -87,3 +90,17 @@ def to_float(values: Sequence[str]) -> np.ndarray:
         except (TypeError, ValueError):
             pass
     return out
+
+
+def label_column_codes(words: Sequence[str], label_map: Mapping[str, int], column: str, bad: BadRows,
+                       where: Callable[[int], str] = lambda row: "",
+                       which: Callable[[int], str] = lambda row: "") -> np.ndarray:
+    """Codes of a column of label words: compared case-insensitively, an empty / ``nan`` / ``none``
+    cell is unknown, ``"*"`` catches the rest; a word outside the map is a bad row
+    (``unknown_label``, a LabelError naming ``where(row)`` (file) and ``which(row)`` (trace))."""
+    codes = apply_label_map(words, label_map, default=-1, ignore_case=True, missing_code=UNKNOWN)
+    bad.flag("unknown_label", codes < 0,
+             lambda r: f"{where(r)}label {words[r]!r} in column {column!r}{which(r)} is not in label_map "
+                       f"{dict(label_map)}; add it to label_map (0 up, 1 down, 2 unknown; '*' for any other)",
+             error_cls=LabelError)
+    return codes

@@ -39,11 +39,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..labels import CLARITY_CODES, UNKNOWN, LabelError, apply_label_map, resolve_label_map
+from ..labels import CLARITY_CODES, UNKNOWN, resolve_label_map
 from ..layouts import diting_hdf5_key
 from .bad_rows import BadRows
 from .base import DataFormatError, Reader, TraceTable, resolve_channels, window_request
-from .csv_columns import missing_column_error, pick_column, read_csv_columns, to_float
+from .csv_columns import label_column_codes, missing_column_error, pick_column, read_csv_columns, to_float
 
 log = logging.getLogger(__name__)
 
@@ -187,13 +187,8 @@ class DiTingReader(Reader):
     def _resolve_labels(self, columns, label_map, keys: list[str], bad: BadRows) -> np.ndarray:
         """``p_motion`` words -> codes through the map in force (argument > DiTing's)."""
         self.label_map = resolve_label_map(None, label_map, DITING_LABEL_MAP, self._source)
-        words = columns[self.label_column]
-        codes = apply_label_map(words, self.label_map, default=-1, ignore_case=True, missing_code=UNKNOWN)
-        bad.flag("unknown_label", codes < 0,
-                 lambda r: f"{self._where(r)}label {words[r]!r} in column {self.label_column!r} (key {keys[r]!r}) is "
-                           f"not in label_map {self.label_map}; add it (0 up, 1 down, 2 unknown; '*' for any other)",
-                 error_cls=LabelError)
-        return codes
+        return label_column_codes(columns[self.label_column], self.label_map, self.label_column, bad,
+                                  where=self._where, which=lambda r: f" (key {keys[r]!r})")
 
     def _trace_lengths(self, parts: np.ndarray, keys: list[str], bad: BadRows, nominal_length: int) -> np.ndarray:
         """Samples per trace at ``source_rate``: probed from the HDF5 shapes (flags missing keys and

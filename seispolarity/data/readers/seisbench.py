@@ -47,10 +47,17 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..labels import UNKNOWN, LabelError, apply_label_map, label_map_to_json, resolve_label_map
+from ..labels import UNKNOWN, label_map_to_json, resolve_label_map
 from .bad_rows import BadRows
 from .base import DataFormatError, Reader, TraceTable, resolve_channels, window_request
-from .csv_columns import missing_column_error, pick_column, read_csv_columns, read_csv_header, to_float
+from .csv_columns import (
+    label_column_codes,
+    missing_column_error,
+    pick_column,
+    read_csv_columns,
+    read_csv_header,
+    to_float,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +189,11 @@ class TraceAddresses:
     length: np.ndarray
 
     @classmethod
-    def empty(cls, n: int) -> "TraceAddresses":
+    def empty(cls, n: int) -> TraceAddresses:
         unresolved, zeros = np.full((2, n), -1, dtype=np.int64), np.zeros((4, n), dtype=np.int64)
         return cls([], *unresolved, *zeros)
 
-    def select(self, rows: np.ndarray) -> "TraceAddresses":
+    def select(self, rows: np.ndarray) -> TraceAddresses:
         return TraceAddresses(self.block_names, self.block[rows], self.row[rows], self.channel_start[rows],
                               self.channel_count[rows], self.sample_start[rows], self.length[rows])
 
@@ -420,13 +427,7 @@ class SeisBenchReader(Reader):
         file_map = self._h5(self.waveforms_path).attrs.get("label_map")
         self.label_map = resolve_label_map(file_map, label_map, PRESETS[self.preset]["label_map"],
                                            self.metadata_path)
-        words = columns[self.label_column]
-        codes = apply_label_map(words, self.label_map, default=-1, ignore_case=True, missing_code=UNKNOWN)
-        bad.flag("unknown_label", codes < 0,
-                 lambda r: f"label {words[r]!r} in column {self.label_column!r} is not in label_map "
-                           f"{self.label_map}; add it to label_map (0 up, 1 down, 2 unknown; '*' for any other)",
-                 error_cls=LabelError)
-        return codes
+        return label_column_codes(columns[self.label_column], self.label_map, self.label_column, bad)
 
     def _resolve_picks(self, columns, bad: BadRows) -> np.ndarray:
         """P samples; flags cells that are not numbers and picks outside the trace."""
