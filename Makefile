@@ -29,6 +29,10 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
 
+## the linter (ruff, configured in pyproject.toml); `$(BIN)/ruff check --fix ...` sorts imports and drops unused ones
+lint: install
+	$(BIN)/ruff check seispolarity tests benchmarks train.py
+
 ## throughput benchmark (see benchmarks/README.md)
 bench: install
 	$(BIN)/python benchmarks/throughput.py $(ARGS)

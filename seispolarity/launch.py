@@ -20,7 +20,7 @@ def _unquote(value: str) -> str:
 
         try:
             return str(OverridesParser.create().parse_overrides([f"x={value}"])[0].value())
-        except Exception:  # noqa: BLE001 - Hydra reports a bad override itself
+        except Exception:  # Hydra reports a bad override itself
             return value
     return value
 
@@ -50,7 +50,8 @@ def prepare_argv(argv: list[str]) -> list[str]:
     args = argv[:1] + [_quote_non_ascii(a) for a in argv[1:]]
     multirun = "-m" in args or "--multirun" in args
     ckpt = _value(args[1:], "ckpt_path")
-    if ckpt and not multirun and _value(args[1:], "hydra.run.dir") is None and _value(args[1:], "train") not in ("false", "False"):
+    evaluating = _value(args[1:], "train") in ("false", "False")
+    if ckpt and not multirun and _value(args[1:], "hydra.run.dir") is None and not evaluating:
         ckpt = _unquote(ckpt)
         run_dir = Path(ckpt).resolve().parent.parent
         if Path(ckpt).resolve().parent.name == "checkpoints" and (run_dir / ".hydra").is_dir():
@@ -109,5 +110,6 @@ def distributed_overrides(args: list[str]) -> list[str]:
                 os.environ[STAMP_ENV] = f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '0')}"
             elif _value(args[1:], "hydra.run.dir") is None or multirun:
                 raise SystemExit(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but the ranks were not started by "
-                                 f"torchrun: set {STAMP_ENV} (or hydra.run.dir=...) to the same value on every rank") from None
+                                 f"torchrun: set {STAMP_ENV} (or hydra.run.dir=...) to the same value on "
+                                 f"every rank") from None
     return QUIET_RANK if int(os.environ.get("RANK", "0")) != 0 else []

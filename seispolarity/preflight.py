@@ -75,7 +75,7 @@ def _without_run_folder(cfg: DictConfig) -> DictConfig:
     cfg.pop("hydra", None)
     try:
         OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=True)
-    except Exception:  # noqa: BLE001 - no run folder yet
+    except Exception:  # no run folder yet
         cfg.paths.output_dir = "<run folder>"
     return cfg
 
@@ -103,7 +103,7 @@ class Preflight(Callback):
         try:
             check_command(config)
             check_resume(config, config_name)
-        except Exception as exc:  # noqa: BLE001 - bad input: one line; anything else: the run reports it
+        except Exception as exc:  # bad input: one line; anything else: the run reports it
             cause = user_error(exc)
             if cause is None:
                 return

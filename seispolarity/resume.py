@@ -78,7 +78,7 @@ def _plain(cfg: DictConfig, resolve: bool) -> dict:
         if resolve:
             try:
                 OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=True)
-            except Exception:  # noqa: BLE001 - HydraConfig not set yet
+            except Exception:  # HydraConfig not set yet
                 cfg.paths.output_dir = "<run folder>"
     return OmegaConf.to_container(cfg, resolve=resolve)
 
@@ -113,7 +113,7 @@ def _is_group(name: str) -> bool:
 
     try:
         return bool(GlobalHydra.instance().hydra.config_loader.repository.group_exists(name))
-    except Exception:  # noqa: BLE001 - not under Hydra: the conf/ folder
+    except Exception:  # not under Hydra: the conf/ folder
         return os.path.isdir(os.path.join(os.environ.get("SEISPOLARITY_ROOT", "."), "conf", name))
 
 
@@ -126,7 +126,7 @@ def explicit_paths(overrides: list[str] | None, leaves: set[tuple]) -> set[tuple
     out: set[tuple] = set()
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides or []))
-    except Exception:  # noqa: BLE001 - Hydra has parsed them already; be safe
+    except Exception:  # Hydra has parsed them already; be safe
         return out
     for override in parsed:
         key = str(override.key_or_group)

@@ -28,7 +28,6 @@ from seispolarity.data.labels import DOWN, UNKNOWN, UP
 from seispolarity.models import Ross
 from seispolarity.training import Trainer, TrainingConfig
 
-
 NONE = dict(flip_prob=0.0, noise_prob=0.0, max_shift=0, scale_prob=0.0, bandpass_prob=0.0)
 
 

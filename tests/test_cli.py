@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import (ROOT, cli_env, explain, run_cli, run_folder, start_cli, tiny_overrides, write_flat_file)
+from conftest import explain, run_cli, run_folder, start_cli, tiny_overrides, write_flat_file
 
 #: The tiny job's overrides for non-synthetic data (no `data.num_traces` there).
 TINY_ANY_DATA = [o for o in tiny_overrides() if not o.startswith("data.")]

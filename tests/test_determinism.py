@@ -6,8 +6,18 @@ from __future__ import annotations
 
 import torch
 
-from _robustness import (REFERENCE, assert_same_tensors, cli_overrides, load_metrics, reference_run, run_cli,
-                         shared_data_file, strip_timing, tiny_model, write_flat)
+from _robustness import (
+    REFERENCE,
+    assert_same_tensors,
+    cli_overrides,
+    load_metrics,
+    reference_run,
+    run_cli,
+    shared_data_file,
+    strip_timing,
+    tiny_model,
+    write_flat,
+)
 from seispolarity.data import WaveformDataset
 from seispolarity.data.augment import AugmentConfig
 from seispolarity.training import Trainer, TrainingConfig, load_checkpoint

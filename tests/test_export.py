@@ -4,9 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from seispolarity.export import (Observation, fortran_f, hash_event_line, make_observations,
-                                 observations_from_result, parse_station_code, write_hash_phase,
-                                 write_hash_stations, write_skhash_polarities, write_skhash_stations)
+from seispolarity.export import (
+    Observation,
+    fortran_f,
+    hash_event_line,
+    make_observations,
+    observations_from_result,
+    parse_station_code,
+    write_hash_phase,
+    write_hash_stations,
+    write_skhash_polarities,
+    write_skhash_stations,
+)
 from seispolarity.inference import PredictionResult
 
 # Event 3143312 is the first event of HASH v1.2's example file north2.phase (Northridge, 1994);

@@ -15,7 +15,7 @@ import torch
 from seispolarity.data.dataset import WaveformDataset
 from seispolarity.data.synthetic import generate_synthetic
 from seispolarity.inference import PredictionResult, Predictor
-from seispolarity.models import RPNet, Ross
+from seispolarity.models import Ross, RPNet
 from seispolarity.training import CheckpointError, Trainer, TrainingConfig
 
 ROOT = Path(__file__).resolve().parents[1]

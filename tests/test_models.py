@@ -7,8 +7,18 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from seispolarity.models import (CFM, EQPolarity, PPNet, RPNet, DiTingMotion, PolarCAP, PolarityModel, Ross,
-                                 get_model, list_models)
+from seispolarity.models import (
+    CFM,
+    DiTingMotion,
+    EQPolarity,
+    PolarCAP,
+    PolarityModel,
+    PPNet,
+    Ross,
+    RPNet,
+    get_model,
+    list_models,
+)
 
 NAMES = ["ross", "ppnet", "eqpolarity", "diting_motion", "cfm", "rpnet", "polarcap"]
 

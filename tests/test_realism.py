@@ -14,8 +14,16 @@ import numpy as np
 import pytest
 
 from seispolarity.baselines import first_break, first_break_polarity
-from seispolarity.data.realism import (STATISTICS, detect_layout, distance, file_stats, format_table,
-                                       ks_statistic, summarise, waveform_stats)
+from seispolarity.data.realism import (
+    STATISTICS,
+    detect_layout,
+    distance,
+    file_stats,
+    format_table,
+    ks_statistic,
+    summarise,
+    waveform_stats,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FS = 100.0

@@ -15,8 +15,16 @@ import torch
 
 from seispolarity.data.dataset import WaveformDataset
 from seispolarity.models import Ross
-from seispolarity.reports import (ReportConfig, analyse, baseline_on_dataset, bin_metrics, plots_available,
-                                  prediction_metrics, render_markdown, write_report)
+from seispolarity.reports import (
+    ReportConfig,
+    analyse,
+    baseline_on_dataset,
+    bin_metrics,
+    plots_available,
+    prediction_metrics,
+    render_markdown,
+    write_report,
+)
 from seispolarity.training import Trainer, TrainingConfig, confusion_matrix, metrics_from_confusion
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,9 +17,21 @@ from pathlib import Path
 
 import pytest
 
-from _robustness import (REFERENCE, assert_same_optimizer, assert_same_tensors, cli_env, cli_overrides, last_line,
-                         load_metrics, logged_steps, reference_run, shared_data_file, start_cli, strip_timing,
-                         wait_for)
+from _robustness import (
+    REFERENCE,
+    assert_same_optimizer,
+    assert_same_tensors,
+    cli_env,
+    cli_overrides,
+    last_line,
+    load_metrics,
+    logged_steps,
+    reference_run,
+    shared_data_file,
+    start_cli,
+    strip_timing,
+    wait_for,
+)
 from seispolarity.training import load_checkpoint
 
 EPOCHS = REFERENCE["trainer.epochs"]  # ~50 steps per epoch: a signal lands mid-epoch

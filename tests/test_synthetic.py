@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from seispolarity.baselines import first_break_polarity
-from seispolarity.data.synthetic import (INSTRUMENTS, NO_SIGNAL_SNR_DB, SyntheticConfig, ensure_synthetic,
-                                         generate_synthetic, synthesise)
+from seispolarity.data.synthetic import (
+    INSTRUMENTS,
+    NO_SIGNAL_SNR_DB,
+    SyntheticConfig,
+    ensure_synthetic,
+    generate_synthetic,
+    synthesise,
+)
 
 N = 2000
 

@@ -8,13 +8,13 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-MODEL_REGISTRY: dict[str, type["PolarityModel"]] = {}
+MODEL_REGISTRY: dict[str, type[PolarityModel]] = {}
 
 
-def register_model(name: str) -> Callable[[type["PolarityModel"]], type["PolarityModel"]]:
+def register_model(name: str) -> Callable[[type[PolarityModel]], type[PolarityModel]]:
     """Class decorator: make a model available as ``get_model(name)`` and ``model=<name>``."""
 
-    def wrap(cls: type["PolarityModel"]) -> type["PolarityModel"]:
+    def wrap(cls: type[PolarityModel]) -> type[PolarityModel]:
         if name in MODEL_REGISTRY and MODEL_REGISTRY[name] is not cls:
             raise ValueError(f"model name {name!r} is registered twice")
         cls.registry_name = name
@@ -25,7 +25,7 @@ def register_model(name: str) -> Callable[[type["PolarityModel"]], type["Polarit
     return wrap
 
 
-def _record_init_kwargs(cls: type["PolarityModel"]) -> None:
+def _record_init_kwargs(cls: type[PolarityModel]) -> None:
     """Wrap ``__init__`` so each instance remembers the arguments it was built with.
 
     Checkpoints store ``(registry_name, init_kwargs)``, which is all a Predictor needs to rebuild
@@ -94,7 +94,7 @@ class PolarityModel(nn.Module):
         return x
 
     # -- training hooks ---------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, targets: dict | None = None):  # noqa: D401
+    def forward(self, x: torch.Tensor, targets: dict | None = None):
         if targets is None:
             return self.classify(x)
         return self.forward_with_aux(x, targets)

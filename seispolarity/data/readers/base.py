@@ -47,7 +47,7 @@ class TraceTable:
     def __len__(self) -> int:
         return int(len(self.labels))
 
-    def select(self, rows: np.ndarray) -> "TraceTable":
+    def select(self, rows: np.ndarray) -> TraceTable:
         """The table restricted to ``rows`` (used for filters)."""
         return TraceTable(
             labels=self.labels[rows], p_index=self.p_index[rows], trace_length=self.trace_length[rows],
