@@ -1,4 +1,4 @@
-"""The synthetic data set (DESIGN.md section 4) and the first-break baseline."""
+"""The synthetic data set (seispolarity/data/synthetic.py, docs/data.md) and the first-break baseline."""
 from __future__ import annotations
 
 import hashlib
