@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from .console import bar
-from .data.augment import crop
-from .data.dataset import WaveformDataset, normalize_waveforms
+from .data.augment import prepare_batch
+from .data.dataset import WaveformDataset
 from .data.labels import CLASS_NAMES, UNKNOWN, LabelError
 from .models import get_model
 from .models.base import PolarityModel
@@ -277,7 +277,6 @@ class Predictor:
         progress = bar(len(idx), "predicting", unit="trace", enabled=len(idx) > self.batch_size)
         for a in range(0, len(idx), self.batch_size):
             x = dataset.raw_windows(torch.from_numpy(idx[a:a + self.batch_size]))
-            x, _ = crop(x, self.input_length)
             parts.append(self._forward(x))
             if progress is not None:
                 progress.update(len(x))
@@ -332,8 +331,11 @@ class Predictor:
     # -- core --------------------------------------------------------------------------------------------
     @torch.no_grad()
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Model input ``(B, C, input_length)`` raw -> (probabilities, uncertainty) on the CPU."""
-        x = normalize_waveforms(x.to(self.device, dtype=torch.float32), self.normalize)
+        """Raw windows ``(B, C, >= input_length)``, P at the centre -> (probabilities, uncertainty) on
+        the CPU, through ``prepare_batch`` as ``Trainer.evaluate`` does (centred crop, normalisation)."""
+        x = x.to(self.device, dtype=torch.float32)
+        no_labels = torch.zeros(len(x), dtype=torch.long, device=x.device)  # prepare_batch carries labels along
+        x, _, _ = prepare_batch({"waveforms": x, "labels": no_labels}, self.input_length, self.normalize)
         probs = torch.softmax(self.model(x).float(), dim=1)
         unc = None
         if self.has_uncertainty:
