@@ -69,6 +69,7 @@ class Reader:
             raise FileNotFoundError(f"{self.path}: no such file or directory")
         self._handles: dict[str, Any] = {}
         self._pid = os.getpid()
+        self._caches: tuple[int, dict[str, dict]] = (self._pid, {})
 
     # -- lazy HDF5 handles, safe across fork ---------------------------------------------------
     def _h5(self, path: str | None = None):
@@ -87,6 +88,15 @@ class Reader:
             self._handles[path] = handle
         return handle
 
+    def _process_cache(self, name: str) -> dict:
+        """A dict of this process's own: emptied in a new process (HDF5 objects must not cross a
+        fork) and never pickled. Readers keep their opened datasets / groups in it."""
+        pid, caches = getattr(self, "_caches", (-1, {}))
+        if pid != os.getpid():
+            caches = {}
+            self._caches = (os.getpid(), caches)
+        return caches.setdefault(name, {})
+
     def close(self) -> None:
         for handle in self._handles.values():
             try:
@@ -94,10 +104,12 @@ class Reader:
             except Exception:  # closing is best effort
                 pass
         self._handles = {}
+        self._caches = (os.getpid(), {})  # what they held belongs to the closed files
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_handles"] = {}
+        state["_caches"] = (-1, {})
         return state
 
     def __del__(self) -> None:  # pragma: no cover - interpreter shutdown order varies

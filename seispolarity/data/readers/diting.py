@@ -301,16 +301,8 @@ class DiTingReader(Reader):
         return os.path.join(self.folder, self.hdf5_pattern.format(part=int(part)))
 
     # -- reading ----------------------------------------------------------------------------------
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["_groups"] = (-1, {})
-        return state
-
     def _group(self, part: int):
-        pid, cache = getattr(self, "_groups", (-1, {}))
-        if pid != os.getpid():
-            cache = {}
-            self._groups = (os.getpid(), cache)
+        cache = self._process_cache("groups")
         if part not in cache:
             path = self._part_path(part)
             cache[part] = (path, self._h5(path).get("earthquake"))

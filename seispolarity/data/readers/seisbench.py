@@ -302,7 +302,6 @@ class SeisBenchReader(Reader):
             if not os.path.isfile(p):
                 raise FileNotFoundError(f"{p}: no such file (a SeisBench folder holds {what}; "
                                         f"or pass metadata_path= / waveforms_path=)")
-        self._ds_cache: tuple[int, dict[int, Any]] = (os.getpid(), {})
 
     def _read_data_format(self) -> dict[str, Any]:
         """The ``data_format`` group of waveforms.hdf5 as strings / numbers (empty if absent)."""
@@ -500,16 +499,8 @@ class SeisBenchReader(Reader):
                  f", skipped {self.skipped}" if self.skipped else "")
 
     # -- reading ----------------------------------------------------------------------------------
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state["_ds_cache"] = (-1, {})
-        return state
-
     def _dataset(self, block_id: int):
-        pid, cache = self._ds_cache
-        if pid != os.getpid():
-            cache = {}
-            self._ds_cache = (os.getpid(), cache)
+        cache = self._process_cache("blocks")
         ds = cache.get(block_id)
         if ds is None:
             ds = self._h5(self.waveforms_path)["data"][self._address.block_names[block_id]]
