@@ -145,9 +145,10 @@ class PlateauSchema:
     min_lr: float = 0.0
 
 
-# Fields of TrainingConfig that other groups own under Hydra (optimizer, scheduler, lr, ckpt_path).
+# Fields of TrainingConfig that other groups own under Hydra (optimizer, scheduler, lr, ckpt_path,
+# the top-level init_from).
 TRAINER_EXCLUDED = ("learning_rate", "optimizer", "weight_decay", "momentum", "lr_scheduler",
-                    "lr_scheduler_params", "resume_from")
+                    "lr_scheduler_params", "resume_from", "init_from")
 
 
 @dataclass
@@ -169,6 +170,7 @@ class RunSchema:
     train: bool = True
     test: bool = True
     ckpt_path: Optional[str] = None
+    init_from: Optional[str] = None
     tags: List[str] = field(default_factory=list)
     objective: str = "val_accuracy"
     data: Any = MISSING

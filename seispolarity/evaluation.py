@@ -182,13 +182,63 @@ def _set_keys(identity: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in identity.items() if v is not None}
 
 
+def checkpoint_arg(spec: Any) -> str:
+    """A checkpoint given on the command line: ``pretrained:<name>`` as it is, a path made absolute
+    against the folder the command runs in."""
+    from .training.checkpoint import is_pretrained
+
+    text = str(spec)
+    return text if is_pretrained(text) else to_absolute_path(text)
+
+
 def checkpoint_state(cfg: DictConfig) -> dict[str, Any] | None:
     """The checkpoint an evaluation-only run scores (None for a training run)."""
     if cfg.get("train", True) or not cfg.get("ckpt_path"):
         return None
     from .training.checkpoint import load_checkpoint
 
-    return load_checkpoint(to_absolute_path(str(cfg.ckpt_path)))
+    return load_checkpoint(checkpoint_arg(cfg.ckpt_path))
+
+
+def init_state(cfg: DictConfig) -> dict[str, Any] | None:
+    """The checkpoint a fine-tuning run starts from (``init_from``; None otherwise, and for a resume,
+    which restores its own weights)."""
+    if not (cfg.get("train", True) and cfg.get("init_from")) or cfg.get("ckpt_path"):
+        return None
+    from .training.checkpoint import load_checkpoint
+
+    return load_checkpoint(checkpoint_arg(cfg.init_from))
+
+
+def adopt_checkpoint(cfg: DictConfig, state: Mapping[str, Any], role: str) -> None:
+    """Make ``cfg`` describe the checkpoint's model and input normalisation (evaluation and
+    fine-tuning use the weights as they were trained or imported, whatever ``model=`` and
+    ``data.normalize`` say); logs what it changed. A checkpoint without a model description
+    leaves ``cfg`` as it is."""
+    from omegaconf import open_dict
+
+    from .models import model_from_description
+
+    described = state.get("model")
+    if not isinstance(described, Mapping) or "name" not in described:
+        return
+    cls = type(model_from_description(described))
+    node = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **dict(described.get("init_kwargs") or {})}
+    current = OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") is not None else {}
+    with open_dict(cfg):
+        current = dict(current or {})
+        if current != node:
+            same = current.get("_target_") == node["_target_"]
+            changed = sorted(k for k in set(node) | set(current) if current.get(k) != node.get(k))
+            log.info("%s: the model is the checkpoint's, %s (%s)", role, described["name"],
+                     "not the config's: differs in " + ", ".join(changed) if same else
+                     f"not model={str(current.get('_target_', '?')).rsplit('.', 1)[-1]}")
+            cfg.model = OmegaConf.create(node)
+        theirs = (state.get("data") or {}).get("normalize")
+        if theirs and cfg.get("data") is not None and cfg.data.get("normalize") != theirs:
+            log.info("%s: normalize=%s as the checkpoint's weights expect (not data.normalize=%s)", role, theirs,
+                     cfg.data.get("normalize"))
+            cfg.data.normalize = theirs
 
 
 def held_out_split(cfg: DictConfig, dataset, state: Mapping[str, Any] | None):
@@ -282,4 +332,5 @@ def _duration(seconds: float) -> str:
 
 
 __all__ = ["eval_set_configs", "build_eval_sets", "evaluate_eval_sets", "eval_set_line", "eval_sets_summary",
-           "evaluated_text", "data_identity", "checkpoint_state", "held_out_split", "run_header", "unknown_mode"]
+           "evaluated_text", "data_identity", "checkpoint_arg", "checkpoint_state", "init_state", "adopt_checkpoint",
+           "held_out_split", "run_header", "unknown_mode"]

@@ -34,7 +34,7 @@ from .console import bar
 from .data.augment import prepare_batch
 from .data.dataset import WaveformDataset
 from .data.labels import CLASS_NAMES, UNKNOWN, LabelError
-from .models import get_model
+from .models import model_from_description
 from .models.base import PolarityModel
 from .plain import to_plain
 from .training.checkpoint import load_checkpoint
@@ -136,8 +136,10 @@ class Predictor:
     """A trained model ready to label new traces.
 
     Args:
-        checkpoint: path to any SeisPolarity checkpoint (``best.ckpt``, ``last.ckpt``, ...), or a
-            checkpoint dict already loaded.
+        checkpoint: path to any SeisPolarity checkpoint (``best.ckpt``, ``last.ckpt``, an imported
+            one, ...), ``"pretrained:<name>"`` for packaged weights (``from_pretrained``), or a
+            checkpoint dict already loaded. The preprocessing the weights expect (window, normalisation
+            such as CFM's ``"cfm"``, sampling rate) comes from the checkpoint's ``data``.
         device: "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:1", "mps".
         batch_size: traces per forward pass.
         threshold: abstain (predict 2 unknown) when the top probability is below this.
@@ -157,7 +159,7 @@ class Predictor:
         if not isinstance(described, Mapping) or "name" not in described:
             raise ValueError(f"{self.checkpoint_path or 'checkpoint'}: no model description (state['model'] with "
                              f"'name' and 'init_kwargs'); it was not written by a SeisPolarity Trainer")
-        self.model: PolarityModel = get_model(described["name"], **dict(described.get("init_kwargs") or {}))
+        self.model: PolarityModel = model_from_description(described)
         self.model.load_state_dict(state["model_state_dict"])
         self.model.eval()
         self.device = resolve_device(device)
@@ -179,6 +181,14 @@ class Predictor:
         self.mc_samples = mc_samples
         self.has_uncertainty = type(self.model).predict_proba is not PolarityModel.predict_proba
         self.run_config = state.get("run_config")
+
+    @classmethod
+    def from_pretrained(cls, name: str, **kwargs: Any) -> Predictor:
+        """A Predictor of the weights packaged as ``name`` (``seispolarity.pretrained.available()``);
+        ``kwargs`` as for the constructor (device, threshold, ...)."""
+        from .training.checkpoint import PRETRAINED_PREFIX
+
+        return cls(PRETRAINED_PREFIX + name, **kwargs)
 
     def __repr__(self) -> str:
         return (f"Predictor({self.model.registry_name or type(self.model).__name__}, classes={self.num_classes}, "

@@ -3,8 +3,9 @@
 ``Preflight`` is a Hydra callback (``conf/hydra/default.yaml``): before a single run's folder is
 made, it checks what needs no data: ``train=false`` without ``ckpt_path``, a data option without
 its ``data.path`` (or the generated synthetic set given one), the ``trainer`` values
-(``TrainingConfig``), the ``eval_sets`` entries and, for a resume, the overrides the checkpoint's
-run refuses (``seispolarity.resume``). ``runner.run`` makes the same checks (a multirun's jobs, the
+(``TrainingConfig``), the ``eval_sets`` entries, the checkpoints named (``init_from`` loads,
+``pretrained:<name>`` is not resumed) and, for a resume, the overrides the checkpoint's run refuses
+(``seispolarity.resume``). ``runner.run`` makes the same checks (a multirun's jobs, the
 compose API), where a failure then marks the job's folder failed.
 """
 from __future__ import annotations
@@ -65,6 +66,20 @@ def check_command(cfg: DictConfig) -> None:
     check_data(cfg.get("data"))
     training_config(_without_run_folder(cfg))  # a bad trainer value: TrainingConfig's one line
     eval_set_configs(cfg)
+    check_checkpoints(cfg)
+
+
+def check_checkpoints(cfg: DictConfig) -> None:
+    """``pretrained:<name>`` is not a run to resume; ``init_from`` names a loadable checkpoint."""
+    from .evaluation import checkpoint_arg
+    from .training.checkpoint import is_pretrained, load_checkpoint
+
+    train, ckpt, init = cfg.get("train", True), cfg.get("ckpt_path"), cfg.get("init_from")
+    if train and ckpt and is_pretrained(str(ckpt)):
+        raise UsageError(f"ckpt_path={ckpt} with train=true would resume a run, and packaged weights are not one: "
+                         f"fine-tune them with init_from={ckpt}, or evaluate them with train=false")
+    if train and init and not ckpt:
+        load_checkpoint(checkpoint_arg(init))  # missing, damaged or unknown: one line, before the run folder
 
 
 def _without_run_folder(cfg: DictConfig) -> DictConfig:

@@ -30,8 +30,9 @@ from .config import TRAINER_EXCLUDED
 from .failures import FAILED_FILE, clear_failed
 from .preflight import check_command, check_data, is_synthetic
 from .resume import resumed_config
-from .evaluation import (build_eval_sets, checkpoint_state, data_identity, eval_set_configs, eval_sets_summary,
-                         evaluate_eval_sets, evaluated_text, held_out_split, run_header)
+from .evaluation import (adopt_checkpoint, build_eval_sets, checkpoint_arg, checkpoint_state, data_identity,
+                         eval_set_configs, eval_sets_summary, evaluate_eval_sets, evaluated_text, held_out_split,
+                         init_state, run_header)
 from .reports import ReportConfig, append_report, render_eval_section, report_summary, write_report
 from .training import Trainer, TrainingConfig, seed_everything
 from .training.distributed import DistContext, barrier, init_distributed
@@ -99,6 +100,8 @@ def training_config(cfg: DictConfig) -> TrainingConfig:
         values["optimizer"] = "adam"  # a custom torch.optim class: the factory is what counts
     if cfg.get("ckpt_path") and cfg.get("train"):
         values["resume_from"] = to_absolute_path(cfg.ckpt_path)
+    if cfg.get("init_from") and cfg.get("train"):
+        values["init_from"] = checkpoint_arg(cfg.init_from)
     assert not set(TRAINER_EXCLUDED) & set(cfg.trainer) - {"_target_"}
     return TrainingConfig(**values)
 
@@ -238,6 +241,9 @@ def _run(cfg: DictConfig, out: Path) -> float:
     tconfig = training_config(cfg)  # first: a bad trainer value fails before any data is touched
     extra_configs = eval_set_configs(cfg)  # so does a bad eval set
     state = checkpoint_state(cfg)  # train=false: the checkpoint (its run config: what it held out)
+    source = state if state is not None else init_state(cfg)  # ... or init_from: the weights to fine-tune
+    if source is not None:  # its model and normalisation, whatever model= and data.normalize say
+        adopt_checkpoint(cfg, source, "evaluation" if state is not None else f"init_from={cfg.init_from}")
     model = build_model(cfg)
     augment = instantiate(cfg.augment) if cfg.get("augment") is not None else None
     with _main_rank_first(ctx):  # rank 0 generates / caches the data once; the other ranks read it
@@ -339,7 +345,7 @@ def _load_for_evaluation(cfg: DictConfig, trainer: Trainer, tconfig: TrainingCon
             trainer.model.load_state_dict(load_checkpoint(best)["model_state_dict"])
             log.info("testing the best checkpoint (%s)", best)
         return None
-    state = trainer.load_checkpoint(to_absolute_path(cfg.ckpt_path), weights_only_model=True)
+    state = trainer.load_checkpoint(checkpoint_arg(cfg.ckpt_path), weights_only_model=True)
     log.info("evaluating %s", cfg.ckpt_path)
     return state.get("history") or None
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Mapping
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -65,6 +66,9 @@ class PolarityModel(nn.Module):
     registry_name: ClassVar[str] = ""
     #: Names of the batch keys an auxiliary head learns from (e.g. ``("p_index",)``).
     aux_targets: ClassVar[tuple[str, ...]] = ()
+    #: Parameter-name prefixes of the classification head: what stays trainable when the feature
+    #: layers are frozen for fine-tuning (``trainer.freeze=features``); everything else is a feature.
+    head_prefixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, num_classes: int, input_length: int, in_channels: int = 1) -> None:
         super().__init__()
@@ -110,6 +114,37 @@ class PolarityModel(nn.Module):
         """Class probabilities and, for models that have one, a per-trace uncertainty."""
         return torch.softmax(self.classify(x).float(), dim=-1), None
 
+    # -- fine-tuning --------------------------------------------------------------------------
+    def head_parameter_names(self) -> list[str]:
+        """Names (as in ``named_parameters()``) of the classification head's parameters."""
+        if not self.head_prefixes:
+            raise NotImplementedError(f"{type(self).__name__} does not say which parameters are its head "
+                                      f"(head_prefixes); it cannot freeze its features")
+        return [n for n, _ in self.named_parameters() if n.startswith(self.head_prefixes)]
+
+    def freeze_features(self) -> list[str]:
+        """Stop gradients to every parameter outside the head; returns the frozen names. BatchNorm
+        layers whose parameters are all frozen keep their running statistics too (see
+        ``frozen_norm_layers``)."""
+        head = set(self.head_parameter_names())
+        frozen = []
+        for name, param in self.named_parameters():
+            param.requires_grad_(name in head)
+            if name not in head:
+                frozen.append(name)
+        return frozen
+
+    def frozen_norm_layers(self) -> list[nn.Module]:
+        """Normalisation layers with running statistics whose own parameters are all frozen: the
+        Trainer keeps them in eval mode, so frozen features stay bit-identical while the head trains."""
+        out = []
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._NormBase):
+                params = list(module.parameters(recurse=False))
+                if params and not any(p.requires_grad for p in params):
+                    out.append(module)
+        return out
+
     # -- description ------------------------------------------------------------------------
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -123,6 +158,18 @@ class PolarityModel(nn.Module):
             "in_channels": self.in_channels,
             "parameters": self.num_parameters(),
         }
+
+
+def model_from_description(described: Any) -> PolarityModel:
+    """Rebuild the model a checkpoint describes (``state["model"]``: ``name`` and ``init_kwargs``;
+    an ensemble: ``name="ensemble"`` and its ``members``)."""
+    if not isinstance(described, Mapping) or "name" not in described:
+        raise ValueError("no model description (a dict with 'name' and 'init_kwargs')")
+    if described["name"] == "ensemble":
+        from .ensemble import Ensemble
+
+        return Ensemble(**dict(described.get("init_kwargs") or {}))
+    return get_model(described["name"], **dict(described.get("init_kwargs") or {}))
 
 
 def get_model(name: str, **kwargs) -> PolarityModel:

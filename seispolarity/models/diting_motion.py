@@ -107,6 +107,9 @@ class DiTingMotion(PolarityModel):
         side_loss_weight, clarity_loss_weight: weights of the two auxiliary parts.
     """
 
+    #: the classification head, trainable under ``trainer.freeze=features``: the polarity side branches and their fusion
+    head_prefixes = ("polarity_sides.", "polarity_fuse.")
+
     aux_targets = ("labels", "clarity")
 
     def __init__(self, num_classes: int = 3, input_length: int = 128, filters: int = 8, dropout: float = 0.2,

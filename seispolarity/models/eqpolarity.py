@@ -82,6 +82,9 @@ class EQPolarity(PolarityModel):
         stochastic_depth: the largest drop-path rate (paper: 0.1).
     """
 
+    #: the classification head, trainable under ``trainer.freeze=features``: the output layer after the transformer
+    head_prefixes = ("head.",)
+
     def __init__(self, num_classes: int = 2, input_length: int = 600, projection_dim: int = 200,
                  num_heads: int = 4, transformer_layers: int = 4, dropout: float = 0.2,
                  stochastic_depth: float = 0.1) -> None:

@@ -50,6 +50,9 @@ class PolarCAP(PolarityModel):
         normalize: divide each trace by its peak absolute amplitude first (paper: yes).
     """
 
+    #: the classification head, trainable under ``trainer.freeze=features``: the linear layer on the bottleneck
+    head_prefixes = ("classifier.",)
+
     def __init__(self, num_classes: int = 2, input_length: int = 64, dropout: float = 0.3,
                  recon_loss_weight: float = 1.0, normalize: bool = True) -> None:
         super().__init__(num_classes, input_length, in_channels=1)

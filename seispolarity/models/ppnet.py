@@ -59,6 +59,10 @@ class PPNet(PolarityModel):
             stack of the reimplementation.
     """
 
+    #: the classification head, trainable under ``trainer.freeze=features``: flatten -> FC -> logits; the encoder,
+    #: LSTM, attention and the mask decoder are features
+    head_prefixes = ("classifier.",)
+
     aux_targets = ("p_index",)
 
     def __init__(self, num_classes: int | None = None, input_length: int = 400, base_channels: int = 16,

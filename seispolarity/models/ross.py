@@ -36,6 +36,10 @@ class Ross(PolarityModel):
         num_fm_classes: alias of ``num_classes`` (SeisPolarity's name for it).
     """
 
+    #: the classification head, trainable under ``trainer.freeze=features``: the two fully connected blocks and the
+    #: output layer
+    head_prefixes = ("fc.", "head.")
+
     def __init__(self, num_classes: int | None = None, input_length: int = 400,
                  base_channels: int = 32, kernel_sizes: tuple[int, int, int] = (21, 15, 11),
                  fc_units: int = 512, dropout: float = 0.0, num_fm_classes: int | None = None) -> None:

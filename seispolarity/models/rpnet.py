@@ -65,6 +65,9 @@ class RPNet(PolarityModel):
             reimplementation.
     """
 
+    #: the classification head, trainable under ``trainer.freeze=features``: FC 128 and the output layer
+    head_prefixes = ("fc.", "out.")
+
     def __init__(self, num_classes: int = 2, input_length: int = 400, attention_heads: int = 8,
                  fc_units: int = 128, dropout: float = 0.2, mc_samples: int = 20,
                  attention_residual: bool = True) -> None:

@@ -22,6 +22,8 @@ from ..plain import to_plain
 
 FORMAT = "seispolarity-checkpoint"
 FORMAT_VERSION = 1
+#: ``pretrained:<name>`` names the weights packaged with SeisPolarity (``seispolarity/pretrained/``)
+PRETRAINED_PREFIX = "pretrained:"
 
 
 class CheckpointError(RuntimeError):
@@ -132,8 +134,26 @@ def plain_state(value: Any, key: str = "state") -> Any:
                           f"a checkpoint holds only tensors, numbers, strings, lists and dicts")
 
 
+def is_pretrained(spec: Any) -> bool:
+    """Whether ``spec`` names packaged weights (``pretrained:<name>``) rather than a file."""
+    return isinstance(spec, str) and spec.startswith(PRETRAINED_PREFIX)
+
+
+def checkpoint_file(spec: str | os.PathLike) -> str:
+    """The file behind a checkpoint argument: a path as it is, ``pretrained:<name>`` the packaged
+    ``<name>.pt`` (a CheckpointError listing the packaged names when there is none)."""
+    text = os.fspath(spec)
+    if is_pretrained(text):
+        from ..pretrained import weights_path  # a file lookup in the package; imports nothing above training/
+
+        return str(weights_path(text[len(PRETRAINED_PREFIX):]))
+    return text
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = os.fspath(path)
+    """Load a checkpoint (a path or ``pretrained:<name>``) with ``weights_only=True``, after checking
+    its zip container; a missing, damaged or foreign file is a CheckpointError naming it."""
+    path = checkpoint_file(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     damage = _zip_damage(path)

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = (None, "none", "step", "cosine", "reduce_on_plateau")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+FREEZE = ("none", "features")
 
 
 @dataclass
@@ -25,6 +26,12 @@ class TrainingConfig:
     on_nan_loss ("error" or "skip"), deterministic, compile, show_progress, max_steps_per_epoch,
     distributed ("auto": DDP when launched by torchrun), gradient_clip_algorithm ("norm": the
     gradients' total norm is clipped to gradient_clip_value; "value": each element).
+
+    Fine-tuning: ``init_from`` (a checkpoint path or ``"pretrained:<name>"``) starts a new run from
+    those model weights: epoch 0, a fresh optimizer and schedule, nothing else of the checkpoint
+    (``resume_from`` continues a run instead, and wins when both are set). ``freeze="features"``
+    trains only the model's classification head (``head_prefixes``); the rest, BatchNorm running
+    statistics included, stays as loaded.
 
     ``save_best_only=True`` keeps ``best.ckpt`` (and ``last.ckpt``, always written so a run can be
     resumed); with False, ``epoch_NNN.ckpt`` is also written every ``save_every`` epochs.
@@ -64,6 +71,8 @@ class TrainingConfig:
     distributed: bool | str = "auto"
     gradient_clip_algorithm: str = "norm"
     max_steps_per_epoch: int | None = None
+    init_from: str | None = None
+    freeze: str = "none"
 
     def __post_init__(self) -> None:
         def fail(name: str, expected: str) -> None:
@@ -75,7 +84,7 @@ class TrainingConfig:
         for name in ("pin_memory", "save_best_only", "deterministic", "compile", "show_progress"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "True or False")
-        for name in ("save_dir", "tensorboard_dir", "resume_from"):
+        for name in ("save_dir", "tensorboard_dir", "resume_from", "init_from"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 fail(name, "None or a path")
@@ -142,6 +151,8 @@ class TrainingConfig:
             fail("distributed", "'auto', True or False")
         if self.gradient_clip_algorithm not in ("norm", "value"):
             fail("gradient_clip_algorithm", "'norm' or 'value'")
+        if self.freeze not in FREEZE:
+            fail("freeze", f"one of {FREEZE}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             fail("max_steps_per_epoch", "None or a whole number >= 1")
 

@@ -171,6 +171,11 @@ class Trainer:
         self.augment = _resolve_augment(augment)
         self.normalize = getattr(dataset, "normalize", None)
         self.sampling_rate = float(getattr(dataset, "sampling_rate", 100.0))
+        if config.init_from and config.resume_from:
+            log.info("resuming from %s: init_from=%s is not applied again", config.resume_from, config.init_from)
+        elif config.init_from:
+            self._init_weights(config.init_from)
+        self._frozen_norms: list[torch.nn.Module] = self._freeze(config.freeze)
         self.net: torch.nn.Module = self.model
         if self.ctx.enabled:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -179,7 +184,8 @@ class Trainer:
         if config.compile:
             self.net = torch.compile(self.net)
 
-        self.optimizer = build_optimizer(self.model.parameters(), config, optimizer)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(trainable, config, optimizer)
         self.scheduler = build_scheduler(self.optimizer, config, scheduler)
         amp = config.amp
         self.amp_dtype = None if amp in (False, None, "none") else (torch.float16 if amp == "fp16" else torch.bfloat16)
@@ -212,6 +218,47 @@ class Trainer:
                 f"the {role} data holds label {int(labels.max())} ({CLASS_NAMES[int(labels.max())]}) but the model "
                 f"has {self.num_classes} classes; for a two-class model drop unknown traces "
                 f"(WaveformDataset(unknown='drop') or data.unknown=drop)")
+
+    def _init_weights(self, spec: str) -> None:
+        """Fine-tuning: the model starts from a checkpoint's weights (nothing else of it is used)."""
+        state = load_checkpoint(spec, map_location=self.device)
+        try:
+            self.model.load_state_dict(state["model_state_dict"])
+        except RuntimeError as exc:
+            details = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+            raise CheckpointError(f"{spec}: init_from checkpoint does not fit {type(self.model).__name__}: "
+                                  f"{(details or str(exc).splitlines())[0][:300]}") from None
+        theirs = (state.get("data") or {}).get("normalize")
+        if theirs and self.normalize is not None and theirs != self.normalize:
+            log.warning("init_from %s was trained with normalize=%r, this data set uses %r", spec, theirs,
+                        self.normalize)
+        log.info("initialised the model from %s (weights only: a new run from epoch 0 with a fresh optimizer)", spec)
+
+    def _freeze(self, what: str) -> list[torch.nn.Module]:
+        """``freeze="features"``: only the classification head trains; returns the BatchNorm layers to
+        keep in eval mode (their running statistics are part of the frozen features)."""
+        if what in (None, "none"):
+            return []
+        if not hasattr(self.model, "freeze_features"):
+            raise ValueError(f"freeze={what!r}: {type(self.model).__name__} is not a PolarityModel; it does not say "
+                             f"which parameters are its head")
+        try:
+            frozen = self.model.freeze_features()
+        except NotImplementedError as exc:
+            raise ValueError(f"freeze={what!r}: {exc}") from None
+        total = sum(p.numel() for p in self.model.parameters())
+        trained = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        if not trained:
+            raise ValueError(f"freeze={what!r}: {type(self.model).__name__} has no head parameters to train")
+        log.info("freeze=%s: training the head only, %d of %d parameters (%d tensors frozen)", what, trained, total,
+                 len(frozen))
+        return self.model.frozen_norm_layers()
+
+    def _train_mode(self) -> None:
+        """``model.train()``, with the frozen features' BatchNorm layers kept in eval mode."""
+        self.model.train()
+        for module in self._frozen_norms:
+            module.eval()
 
     def _class_weights(self) -> torch.Tensor:
         counts = torch.bincount(self.train_dataset.labels, minlength=self.num_classes).double()
@@ -420,7 +467,7 @@ class Trainer:
     def _train_one_epoch(self) -> None:
         cfg = self.config
         epoch = self.epoch + 1
-        self.model.train()
+        self._train_mode()
         batches = self.epoch_batches(epoch)
         skip = self.batch_in_epoch
         sums = self._epoch_sums.to(self.device)
@@ -551,7 +598,7 @@ class Trainer:
         all_reduce_sum(loss_sum, self.ctx)
         all_reduce_sum(excluded, self.ctx)
         if was_training:
-            self.model.train()
+            self._train_mode()
         metrics = metrics_from_confusion(cm.cpu(), CLASS_NAMES[:k])
         metrics["loss"] = float(loss_sum / max(1, int(cm.sum())))
         metrics["excluded_unknown"] = int(excluded)
@@ -587,6 +634,7 @@ class Trainer:
         describe = self.model.describe() if hasattr(self.model, "describe") else {"name": type(self.model).__name__}
         return {
             "epoch": self.epoch, "global_step": self.global_step, "batch_in_epoch": self.batch_in_epoch,
+            "world_size": self.ctx.world_size,  # batch_size is per process: a resume keeps world_size x batch_size
             "epoch_sums": self._epoch_sums.clone(),
             "model_state_dict": self.model.state_dict(),
             "optimizer_state_dict": self.optimizer.state_dict(),
