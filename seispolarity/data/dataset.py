@@ -21,19 +21,34 @@ from .readers import DataFormatError, Reader, make_reader
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = {"scsn": 600}
-NORMALIZATIONS = ("peak", "std", "none", None)
+NORMALIZATIONS = ("peak", "std", "cfm", "none", None)
+#: ``normalize="cfm"`` clips each trace at this many times the peak of its (demeaned) pre-P part
+CFM_CLIP = 20.0
 
 
 def normalize_waveforms(x: torch.Tensor, mode: str | None) -> torch.Tensor:
-    """Per-trace normalisation over channels and samples: ``peak`` (max |x|) or ``std``."""
+    """Per-trace normalisation over channels and samples: ``peak`` (max |x|), ``std``, or ``cfm``.
+
+    ``cfm`` is the preprocessing of CFM's published models (Messuti et al. 2023, the authors'
+    predict.py): with P at sample ``L // 2``, the trace is demeaned on its pre-P part ``[0, L // 2)``,
+    clipped at ``CFM_CLIP`` (20) times the peak of that demeaned pre-P part (not clipped where the
+    pre-P part is flat), then divided by its peak.
+    """
     if mode in (None, "none"):
         return x
+    if mode == "cfm":
+        pre = x[..., : max(1, x.shape[-1] // 2)]
+        x = x - pre.mean(dim=-1, keepdim=True)
+        limit = CFM_CLIP * (pre - pre.mean(dim=-1, keepdim=True)).abs().amax(dim=(-2, -1), keepdim=True)
+        limit = torch.where(limit > 0, limit, torch.full_like(limit, float("inf")))
+        x = torch.maximum(torch.minimum(x, limit), -limit)
+        mode = "peak"
     if mode == "peak":
         scale = x.abs().amax(dim=(-2, -1), keepdim=True)
     elif mode == "std":
         scale = x.std(dim=(-2, -1), keepdim=True)
     else:
-        raise ValueError(f"normalize={mode!r}; expected 'peak', 'std' or 'none'")
+        raise ValueError(f"normalize={mode!r}; expected 'peak', 'std', 'cfm' or 'none'")
     return x / scale.clamp_min(1e-12)
 
 
@@ -49,8 +64,9 @@ class WaveformDataset(Dataset):
         window_length: samples each item has, P at ``window_length // 2``. Default: the whole
             SCSN trace (600), else 400.
         max_shift: extra samples kept on both sides of the window for time-shift augmentation.
-        normalize: "peak", "std" or "none" (per trace, applied to what ``__getitem__`` returns and
-            by the Trainer after augmentation).
+        normalize: "peak", "std", "cfm" (CFM's published preprocessing: demean and clip on the pre-P
+            part, then peak) or "none" (per trace, applied to what ``__getitem__`` returns and by the
+            Trainer after augmentation).
         label_map: raw label -> code for the source (a map stored in the file takes precedence).
         unknown: "keep" the unknown class or "drop" those traces (two-class models).
         filters: metadata ranges, e.g. ``{"snr": [10, None], "magnitude": [None, 4]}``.
@@ -66,7 +82,7 @@ class WaveformDataset(Dataset):
                  filters: Mapping[str, Sequence[float | None]] | None = None, nan_policy: str = "error",
                  max_traces: int | None = None, **reader_options: Any) -> None:
         if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize={normalize!r}; expected one of 'peak', 'std', 'none'")
+            raise ValueError(f"normalize={normalize!r}; expected one of 'peak', 'std', 'cfm', 'none'")
         if unknown not in ("keep", "drop"):
             raise ValueError(f"unknown={unknown!r}; expected 'keep' or 'drop'")
         if nan_policy not in ("error", "drop"):

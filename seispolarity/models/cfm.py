@@ -6,6 +6,9 @@ from torch import nn
 
 from .base import PolarityModel, register_model
 
+#: activations after CFM's dense layer (index 1 of ``classifier``; neither has parameters)
+FC_ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "softsign": nn.Softsign}
+
 
 @register_model("cfm")
 class CFM(PolarityModel):
@@ -20,9 +23,12 @@ class CFM(PolarityModel):
 
     Architecture (all activations ReLU): conv 32 k5 'same' -> dropout 0.2 -> conv 64 k4 'valid' ->
     max-pool 2 -> conv 128 k3 'valid' -> max-pool 2 -> conv 256 k5 'same' -> dropout 0.2 -> conv 128
-    k3 'valid' -> max-pool 2 -> flatten (128 x 18 = 2304 at 160 samples) -> FC 50 -> ReLU -> linear to
-    ``num_classes`` logits. The paper ends in one sigmoid unit; here the last layer gives
-    ``num_classes`` logits (2 by default), which adds 51 parameters.
+    k3 'valid' -> max-pool 2 -> flatten (128 x 18 = 2304 at 160 samples) -> FC 50 -> ReLU (the authors'
+    Keras files: softsign, ``fc_activation="softsign"``) -> linear to ``num_classes`` logits. The paper
+    ends in one sigmoid unit; here the last layer gives ``num_classes`` logits (2 by default), which
+    adds 51 parameters. A sigmoid output ``z`` (P(up)) is the same model as the logits ``(z, 0)``:
+    ``softmax((z, 0))[0] = sigmoid(z)``, which is how ``python -m seispolarity.pretrained import
+    cfm-keras`` maps the authors' weights.
 
     Parameters at the defaults: 411,032 -- the public PyTorch reimplementation (SeisPolarity's ``CFM``,
     one sigmoid output) has 410,981; the difference (+51, 0.012%) is the second logit.
@@ -33,13 +39,20 @@ class CFM(PolarityModel):
         base_channels: width of the first convolution; the others are 2x, 4x, 8x and 4x (paper: 32).
         fc_units: hidden units of the dense layer (paper: 50).
         dropout: dropout after the first and fourth convolutions (paper: 0.2).
+        fc_activation: activation after the dense layer, "relu" (default) or "softsign" (the
+            authors' published Keras models).
     """
 
+    #: the classification head, trainable under ``trainer.freeze=features``: FC 50 and the output layer
+    head_prefixes = ("classifier.",)
+
     def __init__(self, num_classes: int = 2, input_length: int = 160, base_channels: int = 32,
-                 fc_units: int = 50, dropout: float = 0.2) -> None:
+                 fc_units: int = 50, dropout: float = 0.2, fc_activation: str = "relu") -> None:
         super().__init__(num_classes, input_length, in_channels=1)
         if input_length < 32:
             raise ValueError(f"CFM needs input_length >= 32, got {input_length}")
+        if fc_activation not in FC_ACTIVATIONS:
+            raise ValueError(f"CFM fc_activation={fc_activation!r}; expected one of {sorted(FC_ACTIVATIONS)}")
         b = base_channels
         self.features = nn.Sequential(
             nn.Conv1d(self.in_channels, b, 5, padding="same"), nn.ReLU(inplace=True), nn.Dropout(dropout),
@@ -50,7 +63,7 @@ class CFM(PolarityModel):
             nn.Flatten(),
         )
         length = ((((input_length - 3) // 2) - 2) // 2 - 2) // 2
-        self.classifier = nn.Sequential(nn.Linear(4 * b * length, fc_units), nn.ReLU(inplace=True),
+        self.classifier = nn.Sequential(nn.Linear(4 * b * length, fc_units), FC_ACTIVATIONS[fc_activation](),
                                         nn.Linear(fc_units, self.num_classes))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,163 @@
+"""Import SeisPolarity 0.1.4 checkpoints (``.pth``) for the models both projects have.
+
+    python -m seispolarity.pretrained import seispolarity-0.1.4 APP_GLOBAL.pth ppnet.ckpt --model ppnet
+
+0.1.4 saves a plain ``state_dict`` (or a dict holding it under ``state_dict`` / ``model_state_dict``,
+keys possibly prefixed ``module.``). Its key names are mapped onto ours; the layer sizes are read
+from the tensors' shapes, so a checkpoint of a narrower or wider variant imports too. Mapped:
+
+- ``ppnet`` (0.1.4 ``PPNet``, its APP_* files): ``encoder_block{1,2,3}.{0,3}`` -> ``encoder.{0,1,2}.{0,3}``,
+  ``decoder_block{1,2,3}.{1,3}`` -> ``decoder.{0,1,2}.{1,3}``, ``out1_conv`` -> ``mask_out``, ``lstm``
+  and ``attention`` unchanged, ``dense`` -> ``classifier.2``, ``out2_dense`` -> ``classifier.4``. Its
+  classifier reads the attention output itself, so ``attention_residual=False``; 4 attention heads
+  (its default; the head count is not in a state dict).
+- ``ross`` (0.1.4 ``SCSN``, its ROSS_* files): ``shared_backbone.sequential.{0,1,4,5,8,9}`` ->
+  ``features.{0,1,4,5,8,9}``, ``.13``/``.14`` -> ``fc.1``/``fc.2``, ``.16``/``.17`` -> ``fc.5``/``fc.6``,
+  ``fm_head`` -> ``head``.
+- ``cfm`` (0.1.4 ``CFM``): ``conv1..conv5`` -> ``features.{0,3,6,9,12}``, ``fc1`` -> ``classifier.0``;
+  its one output ``fc2`` (``z``, up when ``sigmoid(z) > 0.5``, as its ``build_picks`` reads it) ->
+  logits ``(z, 0)`` in ``classifier.2``; ReLU after ``fc1`` as in its forward.
+
+Class order is 0 up, 1 down (2 unknown) in both projects. Not mapped: PolarCAP (0.1.4 pads its even
+kernels symmetrically, one sample off ours), RPNet (no ReLU inside its inception branches),
+EQPolarity and DiTingMotion (different layer layouts): their weights would not give their outputs in
+our layers, so the importer refuses them. The checkpoint records ``normalize="peak"`` (0.1.4's
+Predictor divides each window by its peak) and the model's window, P at the centre.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable
+
+import torch
+
+MODELS = ("ppnet", "ross", "cfm")
+NOT_MAPPED = {"polarcap": "0.1.4 pads its even kernels symmetrically (one sample off ours)",
+              "rpnet": "0.1.4 has no ReLU inside its inception branches",
+              "eqpolarity": "its tokenizer and head are laid out differently",
+              "diting_motion": "its blocks and side outputs are laid out differently"}
+
+
+def _rename(state: dict[str, torch.Tensor], rules: list[tuple[str, str | Callable]]) -> dict[str, torch.Tensor]:
+    out, unmapped = {}, []
+    for key, value in state.items():
+        for pattern, repl in rules:
+            new, n = re.subn(pattern, repl, key)
+            if n:
+                out[new] = value
+                break
+        else:
+            unmapped.append(key)
+    if unmapped:
+        raise ValueError(f"keys that 0.1.4's model does not have: {unmapped[:5]}")
+    return out
+
+
+def _ppnet(state: dict[str, torch.Tensor]):
+    from ..models import PPNet
+
+    conv = state["encoder_block1.0.weight"]
+    base, kernel = int(conv.shape[0]), int(conv.shape[2])
+    widths = [int(state[f"encoder_block{i}.0.weight"].shape[0]) for i in (1, 2, 3)]
+    if widths != [base, 2 * base, 4 * base]:
+        raise ValueError(f"encoder widths {widths}; ours are base x (1, 2, 4)")
+    units = int(state["lstm.weight_hh_l0"].shape[1])
+    dense = state["dense.weight"]
+    model = PPNet(num_classes=int(state["out2_dense.weight"].shape[0]), input_length=int(dense.shape[1]) // units * 8,
+                  base_channels=base, kernel_size=kernel, lstm_units=units, attention_heads=4,
+                  num_dense=int(dense.shape[0]), attention_residual=False)
+    rules = [(r"^encoder_block([123])\.([03])\.", lambda m: f"encoder.{int(m.group(1)) - 1}.{m.group(2)}."),
+             (r"^decoder_block([123])\.([13])\.", lambda m: f"decoder.{int(m.group(1)) - 1}.{m.group(2)}."),
+             (r"^out1_conv\.", "mask_out."), (r"^(lstm|attention)\.", r"\1."),
+             (r"^dense\.", "classifier.2."), (r"^out2_dense\.", "classifier.4.")]
+    return model, _rename(state, rules)
+
+
+def _ross(state: dict[str, torch.Tensor]):
+    from ..models import Ross
+
+    seq = "shared_backbone.sequential"
+    base = int(state[f"{seq}.0.weight"].shape[0])
+    kernels = [int(state[f"{seq}.{i}.weight"].shape[2]) for i in (0, 4, 8)]
+    fc = state[f"{seq}.13.weight"]
+    model = Ross(num_classes=int(state["fm_head.weight"].shape[0]), input_length=int(fc.shape[1]) // (4 * base) * 8,
+                 base_channels=base, kernel_sizes=kernels, fc_units=int(fc.shape[0]))
+    fc_index = {"13": "1", "14": "2", "16": "5", "17": "6"}
+    rules = [(rf"^{seq}\.([014589])\.", r"features.\1."),
+             (rf"^{seq}\.(13|14|16|17)\.", lambda m: f"fc.{fc_index[m.group(1)]}."), (r"^fm_head\.", "head.")]
+    return model, _rename(state, rules)
+
+
+def _cfm(state: dict[str, torch.Tensor]):
+    from ..models import CFM
+
+    base = int(state["conv1.weight"].shape[0])
+    fc1 = state["fc1.weight"]
+    steps = int(fc1.shape[1]) // (4 * base)
+    if tuple(state["fc2.weight"].shape) != (1, fc1.shape[0]):
+        raise ValueError(f"fc2.weight has shape {tuple(state['fc2.weight'].shape)}; 0.1.4's CFM has one output")
+    from .keras_cfm import _input_length
+
+    model = CFM(num_classes=2, input_length=_input_length([], steps), base_channels=base, fc_units=int(fc1.shape[0]))
+    rules = [(r"^conv([1-5])\.", lambda m: f"features.{3 * (int(m.group(1)) - 1)}."), (r"^fc1\.", "classifier.0.")]
+    fc2_w, fc2_b = state.pop("fc2.weight"), state.pop("fc2.bias")
+    out = _rename(state, rules)
+    out["classifier.2.weight"] = torch.cat([fc2_w, torch.zeros_like(fc2_w)])  # logits (z, 0): softmax[0] = sigmoid(z)
+    out["classifier.2.bias"] = torch.cat([fc2_b, torch.zeros_like(fc2_b)])
+    return model, out
+
+
+BUILDERS = {"ppnet": _ppnet, "ross": _ross, "cfm": _cfm}
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state dict of a 0.1.4 ``.pth`` (plain, or under ``state_dict`` / ``model_state_dict``),
+    loaded with ``weights_only=True``, without a ``module.`` prefix."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure: not a loadable state dict
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path}: not a loadable .pth state dict ({first[:200]})") from None
+    if isinstance(loaded, dict):
+        for key in ("state_dict", "model_state_dict"):
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
+        raise ValueError(f"{path}: not a state dict (a dict of tensors)")
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in loaded.items()}
+
+
+def import_seispolarity014(path: str | os.PathLike, out: str | os.PathLike, model: str) -> dict[str, Any]:
+    """Map a 0.1.4 checkpoint of ``model`` onto ours and write ``out``; returns the checkpoint."""
+    from ..training.checkpoint import save_checkpoint
+    from .imported import imported_state
+
+    key = model.lower().replace("-", "_")
+    if key in NOT_MAPPED:
+        raise ValueError(f"--model {model}: not importable from 0.1.4: {NOT_MAPPED[key]}; mapped models: "
+                         f"{', '.join(MODELS)}")
+    if key not in BUILDERS:
+        raise ValueError(f"--model {model}: expected one of {', '.join(MODELS)}")
+    state = read_state_dict(path)
+    try:
+        ours, mapped = BUILDERS[key](dict(state))
+        ours.load_state_dict(mapped)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        detail = ([ln.strip() for ln in text.splitlines()[1:] if ln.strip()] or text.splitlines() or [""])[0]
+        missing = f"missing key {text}" if isinstance(exc, KeyError) else detail
+        raise ValueError(f"{os.fspath(path)}: not a 0.1.4 {key} state dict: {missing[:300]}") from None
+    ours.eval()
+    result = imported_state(ours, normalize="peak", files=[path],
+                            source={"format": "seispolarity-0.1.4", "model": key},
+                            notes="0.1.4 state-dict keys mapped onto ours; window centred on P, peak-normalised")
+    save_checkpoint(result, out)
+    return result
+
+
+__all__ = ["import_seispolarity014", "read_state_dict", "MODELS"]

@@ -1,0 +1,434 @@
+"""Importers of published weights (`python -m seispolarity.pretrained import ...`): small files written
+here in the published layouts (the CFM authors' Keras 2 `.hdf5` with its group and key names, Keras 2
+weights-only and Keras 3 `.weights.h5` files, SeisPolarity 0.1.4 `.pth` state dicts) with random
+weights; the imported model's outputs are checked against plain numpy forward passes of the
+original networks written below (channels-last Keras semantics for CFM, 0.1.4's layer order for the
+others)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from seispolarity.inference import Predictor
+from seispolarity.pretrained.__main__ import main as pretrained_main
+from seispolarity.pretrained.keras_cfm import KerasImportError, cfm_from_keras, import_cfm_keras
+from seispolarity.pretrained.seispolarity014 import import_seispolarity014
+from seispolarity.training.checkpoint import load_checkpoint
+
+# -- the published CFM, layer by layer (Keras 2 Sequential, automatic names) -------------------------
+CFM_LAYERS = [  # (name, class, config)
+    ("conv1d", "Conv1D", {"filters": 32, "kernel_size": [5], "padding": "same", "activation": "relu"}),
+    ("dropout", "Dropout", {"rate": 0.2}),
+    ("conv1d_1", "Conv1D", {"filters": 64, "kernel_size": [4], "padding": "valid", "activation": "relu"}),
+    ("max_pooling1d", "MaxPooling1D", {"pool_size": [2]}),
+    ("conv1d_2", "Conv1D", {"filters": 128, "kernel_size": [3], "padding": "valid", "activation": "relu"}),
+    ("max_pooling1d_1", "MaxPooling1D", {"pool_size": [2]}),
+    ("conv1d_3", "Conv1D", {"filters": 256, "kernel_size": [5], "padding": "same", "activation": "relu"}),
+    ("dropout_1", "Dropout", {"rate": 0.2}),
+    ("conv1d_4", "Conv1D", {"filters": 128, "kernel_size": [3], "padding": "valid", "activation": "relu"}),
+    ("max_pooling1d_2", "MaxPooling1D", {"pool_size": [2]}),
+    ("flatten", "Flatten", {}),
+    ("dense", "Dense", {"units": 50, "activation": "softsign"}),
+    ("dense_1", "Dense", {"units": 1, "activation": "sigmoid"}),
+]
+
+
+def cfm_weights(seed: int) -> dict[str, list[np.ndarray]]:
+    """Random weights in Keras shapes: Conv1D kernel (k, in, out), Dense kernel (in, out)."""
+    rng = np.random.default_rng(seed)
+    out, cin = {}, 1
+    for name, cls, cfg in CFM_LAYERS:
+        if cls == "Conv1D":
+            k, cout = cfg["kernel_size"][0], cfg["filters"]
+            out[name] = [rng.normal(0, 1 / np.sqrt(k * cin), (k, cin, cout)).astype(np.float32),
+                         rng.normal(0, 0.1, cout).astype(np.float32)]
+            cin = cout
+        elif cls == "Dense":
+            fan_in = 18 * 128 if name == "dense" else 50
+            out[name] = [rng.normal(0, 1 / np.sqrt(fan_in), (fan_in, cfg["units"])).astype(np.float32),
+                         rng.normal(0, 0.1, cfg["units"]).astype(np.float32)]
+    return out
+
+
+def model_config() -> str:
+    layers = [{"class_name": "InputLayer", "config": {"batch_input_shape": [None, 160, 1], "dtype": "float32",
+                                                      "name": "conv1d_input"}}]
+    for name, cls, cfg in CFM_LAYERS:
+        entry = {"name": name, "trainable": True, "dtype": "float32", **cfg}
+        if name == "conv1d":
+            entry["batch_input_shape"] = [None, 160, 1]
+        layers.append({"class_name": cls, "config": entry})
+    return json.dumps({"class_name": "Sequential", "config": {"name": "sequential", "layers": layers}})
+
+
+def write_keras2_model(path: Path, weights: dict[str, list[np.ndarray]]) -> Path:
+    """What `model.save("CFM.hdf5")` writes under TensorFlow 2.9 (Keras 2): the architecture in the root
+    attribute `model_config`, weights at `model_weights/<layer>/<layer>/kernel:0` and `bias:0`."""
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = "2.9.0"
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["model_config"] = model_config()
+        f.attrs["training_config"] = json.dumps({"loss": "binary_crossentropy"})
+        group = f.create_group("model_weights")
+        _keras2_groups(group, weights)
+        f.create_group("optimizer_weights")
+    return path
+
+
+def _keras2_groups(group: h5py.Group, weights: dict[str, list[np.ndarray]]) -> None:
+    group.attrs["layer_names"] = np.array([name.encode() for name, _, _ in CFM_LAYERS])
+    group.attrs["backend"] = b"tensorflow"
+    group.attrs["keras_version"] = b"2.9.0"
+    for name, _, _ in CFM_LAYERS:
+        layer = group.create_group(name)
+        if name in weights:
+            layer.attrs["weight_names"] = np.array([f"{name}/kernel:0".encode(), f"{name}/bias:0".encode()])
+            inner = layer.create_group(name)
+            inner.create_dataset("kernel:0", data=weights[name][0])
+            inner.create_dataset("bias:0", data=weights[name][1])
+        else:
+            layer.attrs["weight_names"] = np.array([], dtype="S1")
+
+
+def write_keras2_weights(path: Path, weights) -> Path:
+    """`model.save_weights("x.h5")` (Keras 2): the layer groups at the root, no architecture."""
+    with h5py.File(path, "w") as f:
+        _keras2_groups(f, weights)
+    return path
+
+
+def write_keras3_weights(path: Path, weights) -> Path:
+    """Keras 3 `model.save_weights("x.weights.h5")`: `layers/<layer>/vars/0` (kernel), `vars/1` (bias)."""
+    with h5py.File(path, "w") as f:
+        layers = f.create_group("layers")
+        for name, _, _ in reversed(CFM_LAYERS):  # creation order must not matter
+            variables = layers.create_group(name).create_group("vars")
+            for i, array in enumerate(weights.get(name, [])):
+                variables.create_dataset(str(i), data=array)
+        f.create_group("vars")
+    return path
+
+
+# -- numpy forward passes ----------------------------------------------------------------------------
+def conv1d_cf(x: np.ndarray, w: np.ndarray, b: np.ndarray, pad: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Channels-first cross-correlation: x (N, C, L), w (O, C, K) -> (N, O, L')."""
+    x = np.pad(x, ((0, 0), (0, 0), pad))
+    k = w.shape[2]
+    windows = np.stack([x[:, :, i:i + x.shape[2] - k + 1] for i in range(k)], axis=-1)  # (N, C, L', K)
+    return np.einsum("nclk,ock->nol", windows, w) + b[None, :, None]
+
+
+def conv1d_keras(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, padding: str) -> np.ndarray:
+    """Keras Conv1D, channels-last: x (N, L, C), kernel (K, C, O)."""
+    k = kernel.shape[0]
+    pad = ((k - 1) // 2, k - 1 - (k - 1) // 2) if padding == "same" else (0, 0)
+    return conv1d_cf(x.transpose(0, 2, 1), kernel.transpose(2, 1, 0), bias, pad).transpose(0, 2, 1)
+
+
+def relu(x):
+    return np.maximum(x, 0)
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def keras_cfm_p_up(x: np.ndarray, weights) -> np.ndarray:
+    """The published CFM in numpy: (N, 160) windows -> P(up), the sigmoid output."""
+    h = x[:, :, None].astype(np.float64)
+    for name, cls, cfg in CFM_LAYERS:
+        if cls == "Conv1D":
+            h = relu(conv1d_keras(h, *weights[name], cfg["padding"]))
+        elif cls == "MaxPooling1D":
+            n = h.shape[1] // 2
+            h = h[:, :2 * n].reshape(h.shape[0], n, 2, h.shape[2]).max(axis=2)
+        elif cls == "Flatten":
+            h = h.reshape(h.shape[0], -1)  # channels-last: index t * C + c
+        elif cls == "Dense":
+            h = h @ weights[name][0] + weights[name][1]
+            h = h / (1 + np.abs(h)) if cfg["activation"] == "softsign" else sigmoid(h)
+    return h[:, 0]
+
+
+def cfm_preprocess(x: np.ndarray) -> np.ndarray:
+    """The authors' preprocessing of 160-sample windows (P at 80): demean on the pre-P part, clip at
+    20 x the pre-P peak, divide by the peak."""
+    pre = x[:, :80]
+    x = x - pre.mean(axis=1, keepdims=True)
+    limit = 20 * np.abs(pre - pre.mean(axis=1, keepdims=True)).max(axis=1, keepdims=True)
+    x = np.clip(x, -limit, limit)
+    return x / np.abs(x).max(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def windows() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 1, (6, 160)).cumsum(axis=1).astype(np.float32)
+    x[:, 80:] += 40 * np.sign(rng.normal(size=(6, 1))) * np.hanning(80)[None, :]  # a first motion at P
+    return x
+
+
+def p_up(model, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.softmax(model(torch.from_numpy(x)[:, None, :]), dim=1)[:, 0].double().numpy()
+
+
+# -- CFM from Keras -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("writer", [write_keras2_model, write_keras2_weights, write_keras3_weights])
+def test_cfm_keras_layouts_give_the_published_outputs(tmp_path, windows, writer):
+    weights = cfm_weights(0)
+    path = writer(tmp_path / "CFM.hdf5", weights)
+    model, meta = cfm_from_keras(path)
+    assert model.describe()["init_kwargs"]["fc_activation"] == "softsign" and model.input_length == 160
+    x = cfm_preprocess(windows)
+    expected = keras_cfm_p_up(x, weights)
+    np.testing.assert_allclose(p_up(model, x), expected, rtol=0, atol=2e-6)
+    assert expected.min() < 0.5 < expected.max() or np.ptp(expected) > 1e-3  # not a constant output
+
+
+def test_cfm_import_writes_a_checkpoint_the_predictor_applies_with_its_preprocessing(tmp_path, windows):
+    weights = cfm_weights(1)
+    src = write_keras2_model(tmp_path / "CFM_with_timeshift.hdf5", weights)
+    out = tmp_path / "cfm.ckpt"
+    assert pretrained_main(["import", "cfm-keras", str(src), str(out)]) == 0
+    state = torch.load(out, weights_only=True)
+    assert state["model"]["name"] == "cfm" and state["data"]["normalize"] == "cfm"
+    assert state["data"]["window_length"] == 160 and state["class_names"] == ["up", "down"]
+    assert state["imported"]["format"] == "cfm-keras" and len(state["imported"]["files"][0]["sha256"]) == 64
+    # raw 400-sample traces with an offset and P at 200: the Predictor crops 160 around P and preprocesses
+    rng = np.random.default_rng(3)
+    traces = np.concatenate([rng.normal(0, 1, (6, 120)).cumsum(axis=1), windows + 5.0,
+                             rng.normal(0, 1, (6, 120)).cumsum(axis=1)], axis=1).astype(np.float32) + 3.0
+    result = Predictor(out, device="cpu").predict(traces, p_index=200)
+    expected = keras_cfm_p_up(cfm_preprocess(traces[:, 120:280].astype(np.float64)), weights)
+    np.testing.assert_allclose(result.probabilities[:, 0], expected, rtol=0, atol=2e-6)
+    np.testing.assert_array_equal(result.predictions, np.where(expected > 0.5, 0, 1))
+
+
+def test_cfm_ensemble_averages_the_members(tmp_path, windows):
+    weights = [cfm_weights(10 + i) for i in range(3)]
+    files = [write_keras2_model(tmp_path / f"CFM_ensemble_{i + 1}.hdf5", w) for i, w in enumerate(weights)]
+    out = tmp_path / "ensemble.ckpt"
+    import_cfm_keras(files, out)
+    state = load_checkpoint(out)
+    assert state["model"]["name"] == "ensemble" and len(state["model"]["init_kwargs"]["members"]) == 3
+    x = cfm_preprocess(windows)
+    expected = np.mean([keras_cfm_p_up(x, w) for w in weights], axis=0)
+    predictor = Predictor(out, device="cpu")
+    np.testing.assert_allclose(predictor.predict(windows).probabilities[:, 0], expected, rtol=0, atol=2e-6)
+
+
+def test_not_the_published_cfm_is_one_clear_error(tmp_path):
+    weights = cfm_weights(0)
+    weights["conv1d_2"][0] = weights["conv1d_2"][0][:2]  # kernel 2 instead of 3
+    path = write_keras2_model(tmp_path / "other.hdf5", weights)
+    with pytest.raises(KerasImportError, match=r"other\.hdf5: not the published CFM: convolution kernels"):
+        cfm_from_keras(path)
+    (tmp_path / "notes.hdf5").write_text("not hdf5")
+    assert pretrained_main(["import", "cfm-keras", str(tmp_path / "notes.hdf5"), str(tmp_path / "x.ckpt")]) == 1
+    assert not (tmp_path / "x.ckpt").exists()
+
+
+# -- SeisPolarity 0.1.4 -------------------------------------------------------------------------------
+def _randn(rng, *shape, scale=None):
+    scale = scale if scale is not None else 1 / np.sqrt(np.prod(shape[1:]) if len(shape) > 1 else 1)
+    return torch.from_numpy(rng.normal(0, scale, shape).astype(np.float32))
+
+
+def _bn(rng, prefix: str, n: int) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.weight": _randn(rng, n, scale=0.2) + 1, f"{prefix}.bias": _randn(rng, n, scale=0.1),
+            f"{prefix}.running_mean": _randn(rng, n, scale=0.1), f"{prefix}.running_var": _randn(rng, n, scale=0.1).abs() + 0.5,
+            f"{prefix}.num_batches_tracked": torch.tensor(7)}
+
+
+def bn_np(x, sd, prefix, axis=1):
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    g = {k: sd[f"{prefix}.{k}"].double().numpy().reshape(shape) for k in ("weight", "bias", "running_mean", "running_var")}
+    return (x - g["running_mean"]) / np.sqrt(g["running_var"] + 1e-5) * g["weight"] + g["bias"]
+
+
+def maxpool_cf(x):
+    n = x.shape[2] // 2
+    return x[:, :, :2 * n].reshape(x.shape[0], x.shape[1], n, 2).max(axis=3)
+
+
+def np_(t):
+    return t.double().numpy()
+
+
+def ross014_state(rng, b=4, fc=8, classes=3):
+    """0.1.4's SCSN (Ross) state dict, its own key names."""
+    seq = "shared_backbone.sequential"
+    sd = {}
+    cin = 1
+    for i, (cout, k) in zip((0, 4, 8), ((b, 21), (2 * b, 15), (4 * b, 11))):
+        sd[f"{seq}.{i}.weight"], sd[f"{seq}.{i}.bias"] = _randn(rng, cout, cin, k), _randn(rng, cout, scale=0.1)
+        sd.update(_bn(rng, f"{seq}.{i + 1}", cout))
+        cin = cout
+    sd[f"{seq}.13.weight"], sd[f"{seq}.13.bias"] = _randn(rng, fc, 4 * b * 50), _randn(rng, fc, scale=0.1)
+    sd.update(_bn(rng, f"{seq}.14", fc))
+    sd[f"{seq}.16.weight"], sd[f"{seq}.16.bias"] = _randn(rng, fc, fc), _randn(rng, fc, scale=0.1)
+    sd.update(_bn(rng, f"{seq}.17", fc))
+    sd["fm_head.weight"], sd["fm_head.bias"] = _randn(rng, classes, fc), _randn(rng, classes, scale=0.1)
+    return sd
+
+
+def ross014_np(x, sd):
+    seq = "shared_backbone.sequential"
+    h = x[:, None, :].astype(np.float64)
+    for i in (0, 4, 8):
+        w = np_(sd[f"{seq}.{i}.weight"])
+        k = w.shape[2]
+        h = conv1d_cf(h, w, np_(sd[f"{seq}.{i}.bias"]), ((k - 1) // 2, k // 2))
+        h = maxpool_cf(relu(bn_np(h, sd, f"{seq}.{i + 1}")))
+    h = h.reshape(h.shape[0], -1)
+    for lin, bn in ((13, 14), (16, 17)):
+        h = relu(bn_np(h @ np_(sd[f"{seq}.{lin}.weight"]).T + np_(sd[f"{seq}.{lin}.bias"]), sd, f"{seq}.{bn}"))
+    return h @ np_(sd["fm_head.weight"]).T + np_(sd["fm_head.bias"])
+
+
+def cfm014_state(rng, b=32):
+    sd, cin = {}, 1
+    for i, (cout, k) in enumerate(((b, 5), (2 * b, 4), (4 * b, 3), (8 * b, 5), (4 * b, 3)), start=1):
+        sd[f"conv{i}.weight"], sd[f"conv{i}.bias"] = _randn(rng, cout, cin, k), _randn(rng, cout, scale=0.1)
+        cin = cout
+    sd["fc1.weight"], sd["fc1.bias"] = _randn(rng, 50, 4 * b * 18), _randn(rng, 50, scale=0.1)
+    sd["fc2.weight"], sd["fc2.bias"] = _randn(rng, 1, 50), _randn(rng, 1, scale=0.1)
+    return sd
+
+
+def cfm014_np(x, sd):
+    h = x[:, None, :].astype(np.float64)
+    pads = ((2, 2), (0, 0), (0, 0), (2, 2), (0, 0))
+    for i, pad in enumerate(pads, start=1):
+        h = relu(conv1d_cf(h, np_(sd[f"conv{i}.weight"]), np_(sd[f"conv{i}.bias"]), pad))
+        if i in (2, 3, 5):
+            h = maxpool_cf(h)
+    h = relu(h.reshape(h.shape[0], -1) @ np_(sd["fc1.weight"]).T + np_(sd["fc1.bias"]))
+    return sigmoid(h @ np_(sd["fc2.weight"]).T + np_(sd["fc2.bias"]))[:, 0]  # up when > 0.5 (its build_picks)
+
+
+def ppnet014_state(rng, b=4, dense=8, classes=3):
+    """0.1.4's PPNet (APP_*) state dict with its key names; LSTM units 2 x 4b, 4 attention heads."""
+    sd, cin, widths = {}, 1, (b, 2 * b, 4 * b)
+    for i, cout in enumerate(widths, start=1):
+        sd[f"encoder_block{i}.0.weight"], sd[f"encoder_block{i}.0.bias"] = _randn(rng, cout, cin, 3), _randn(rng, cout, scale=0.1)
+        sd.update(_bn(rng, f"encoder_block{i}.3", cout))
+        cin = cout
+    units = 2 * widths[2]
+    sd["lstm.weight_ih_l0"], sd["lstm.weight_hh_l0"] = _randn(rng, 4 * units, cin), _randn(rng, 4 * units, units)
+    sd["lstm.bias_ih_l0"], sd["lstm.bias_hh_l0"] = _randn(rng, 4 * units, scale=0.1), _randn(rng, 4 * units, scale=0.1)
+    sd["attention.in_proj_weight"], sd["attention.in_proj_bias"] = _randn(rng, 3 * units, units), _randn(rng, 3 * units, scale=0.1)
+    sd["attention.out_proj.weight"], sd["attention.out_proj.bias"] = _randn(rng, units, units), _randn(rng, units, scale=0.1)
+    cin = units
+    for i, cout in enumerate(reversed(widths), start=1):
+        sd[f"decoder_block{i}.1.weight"], sd[f"decoder_block{i}.1.bias"] = _randn(rng, cout, cin, 3), _randn(rng, cout, scale=0.1)
+        sd.update(_bn(rng, f"decoder_block{i}.3", cout))
+        cin = cout
+    sd["out1_conv.weight"], sd["out1_conv.bias"] = _randn(rng, 1, b, 3), _randn(rng, 1, scale=0.1)
+    sd["dense.weight"], sd["dense.bias"] = _randn(rng, dense, units * 50), _randn(rng, dense, scale=0.1)
+    sd["out2_dense.weight"], sd["out2_dense.bias"] = _randn(rng, classes, dense), _randn(rng, classes, scale=0.1)
+    return sd
+
+
+def ppnet014_np(x, sd, heads=4):
+    """0.1.4's PPNet classification output (before its softmax): encoder, LSTM, self-attention
+    (its output, no residual), flatten, dense + ReLU, output layer."""
+    h = x[:, None, :].astype(np.float64)
+    for i in (1, 2, 3):
+        h = relu(conv1d_cf(h, np_(sd[f"encoder_block{i}.0.weight"]), np_(sd[f"encoder_block{i}.0.bias"]), (1, 1)))
+        h = bn_np(maxpool_cf(h), sd, f"encoder_block{i}.3")
+    seq = h.transpose(0, 2, 1)  # (N, T, C)
+    n, steps, _ = seq.shape
+    w_ih, w_hh = np_(sd["lstm.weight_ih_l0"]), np_(sd["lstm.weight_hh_l0"])
+    bias = np_(sd["lstm.bias_ih_l0"]) + np_(sd["lstm.bias_hh_l0"])
+    units = w_hh.shape[1]
+    hid, cell, outs = np.zeros((n, units)), np.zeros((n, units)), []
+    for t in range(steps):  # torch's gate order: input, forget, cell, output
+        gates = seq[:, t] @ w_ih.T + hid @ w_hh.T + bias
+        i_g, f_g, g_g, o_g = np.split(gates, 4, axis=1)
+        cell = sigmoid(f_g) * cell + sigmoid(i_g) * np.tanh(g_g)
+        hid = sigmoid(o_g) * np.tanh(cell)
+        outs.append(hid)
+    seq = np.stack(outs, axis=1)
+    wq, wk, wv = np.split(np_(sd["attention.in_proj_weight"]), 3)
+    bq, bk, bv = np.split(np_(sd["attention.in_proj_bias"]), 3)
+    d = units // heads
+
+    def split(a):
+        return a.reshape(n, steps, heads, d).transpose(0, 2, 1, 3)
+
+    q, k, v = split(seq @ wq.T + bq), split(seq @ wk.T + bk), split(seq @ wv.T + bv)
+    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d)
+    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    attn = (scores / scores.sum(axis=-1, keepdims=True)) @ v
+    attn = attn.transpose(0, 2, 1, 3).reshape(n, steps, units) @ np_(sd["attention.out_proj.weight"]).T + \
+        np_(sd["attention.out_proj.bias"])
+    h = relu(attn.reshape(n, -1) @ np_(sd["dense.weight"]).T + np_(sd["dense.bias"]))
+    return h @ np_(sd["out2_dense.weight"]).T + np_(sd["out2_dense.bias"])
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("name", ["ross", "ppnet", "cfm"])
+def test_seispolarity_014_checkpoints_give_their_outputs(tmp_path, name):
+    rng = np.random.default_rng(5)
+    state = {"ross": ross014_state, "ppnet": ppnet014_state, "cfm": cfm014_state}[name](rng)
+    length = 160 if name == "cfm" else 400
+    x = rng.normal(0, 1, (5, length)).cumsum(axis=1)
+    x = (x / np.abs(x).max(axis=1, keepdims=True)).astype(np.float32)  # 0.1.4 peak-normalises
+    src = tmp_path / f"{name.upper()}_SCSN.pth"
+    wrapped = {"model_state_dict": {f"module.{k}": v for k, v in state.items()}} if name == "ross" else state
+    torch.save(wrapped, src)
+    out = tmp_path / f"{name}.ckpt"
+    argv = ["import", "seispolarity-0.1.4", str(src), str(out), "--model", name]
+    assert pretrained_main(argv) == 0
+    predictor = Predictor(out, device="cpu")
+    assert predictor.model.registry_name == name and predictor.normalize == "peak"
+    probs = predictor.predict(x).probabilities.astype(np.float64)
+    if name == "cfm":
+        np.testing.assert_allclose(probs[:, 0], cfm014_np(x, state), rtol=0, atol=2e-6)
+    else:
+        expected = softmax((ross014_np if name == "ross" else ppnet014_np)(x, state))
+        np.testing.assert_allclose(probs, expected, rtol=0, atol=2e-5)
+
+
+def test_seispolarity_014_refuses_what_it_cannot_map(tmp_path, capsys):
+    src = tmp_path / "POLARCAP_SCSN.pth"
+    torch.save({"encoder.0.weight": torch.zeros(32, 1, 32)}, src)
+    assert pretrained_main(["import", "seispolarity-0.1.4", str(src), str(tmp_path / "o.ckpt"), "--model", "polarcap"]) == 1
+    assert "not importable from 0.1.4: 0.1.4 pads its even kernels" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"not a 0\.1\.4 ppnet state dict: missing key encoder_block1\.0\.weight"):
+        import_seispolarity014(src, tmp_path / "o.ckpt", "ppnet")
+
+
+def test_an_imported_checkpoint_is_evaluated_and_fine_tuned_by_the_runner(tmp_path, cache_dir):
+    from conftest import explain, run_cli, run_folder, tiny_overrides
+
+    ckpt = tmp_path / "cfm.ckpt"
+    import_cfm_keras([write_keras2_model(tmp_path / "CFM.hdf5", cfm_weights(2))], ckpt)
+    common = [o for o in tiny_overrides() if not o.startswith("model.")] + [
+        f"paths.log_dir={tmp_path / 'logs'}", f"paths.cache_dir={cache_dir}"]
+    proc = run_cli([*common, "train=false", f"ckpt_path={ckpt}"], timeout=600)  # no model=cfm: the checkpoint's model
+    assert proc.returncode == 0, explain(proc)
+    run = run_folder(proc.stdout)
+    cfg = json.loads(json.dumps(__import__("yaml").safe_load((run / "config.yaml").read_text())))
+    assert cfg["model"]["_target_"] == "seispolarity.models.cfm.CFM" and cfg["model"]["fc_activation"] == "softsign"
+    assert cfg["data"]["normalize"] == "cfm"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["excluded_unknown"] == 0 and metrics["data"]["unknown"] == "drop"  # a two-class model
+    proc = run_cli([*common, f"init_from={ckpt}", "trainer.freeze=features"], timeout=600)
+    assert proc.returncode == 0, explain(proc)
+    tuned = load_checkpoint(run_folder(proc.stdout) / "checkpoints" / "last.ckpt")
+    before = load_checkpoint(ckpt)["model_state_dict"]
+    assert tuned["epoch"] == 1 and tuned["data"]["normalize"] == "cfm"
+    assert all(torch.equal(v, tuned["model_state_dict"][k]) for k, v in before.items() if k.startswith("features."))
