@@ -1,7 +1,9 @@
 """Label traces with a trained checkpoint: ``python -m seispolarity.predict ckpt=... data=... out=picks.csv``.
 
 Arguments (key=value, in any order):
-    ckpt=PATH            a SeisPolarity checkpoint (best.ckpt, last.ckpt, ...)            [required]
+    ckpt=PATH            a SeisPolarity checkpoint (best.ckpt, last.ckpt, an imported one, ...) or
+                         pretrained:NAME, weights packaged with SeisPolarity
+                         (python -m seispolarity.pretrained list)                          [required]
     data=PATH            an HDF5 file or data folder in any supported layout, or a .npy array
                          (N, L) / (N, C, L)                                                  [required]
     name=LAYOUT          layout of data: flat (default), synthetic, SCSN, INSTANCE, PNW, TXED, DiTing, ...
