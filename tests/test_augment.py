@@ -10,6 +10,8 @@ What is checked, on real tensors and real files (nothing mocked):
 - validation / test: Trainer.evaluate applies none of them (deterministic, equal to a Trainer
   without augmentation, and the shift margin of the stored windows changes nothing);
 - the ops take a whole batch at once, on whatever device it lives on;
+- the fused training path (flip and scale as one factor folded into the normalisation, noise drawn
+  only for the traces that get it) keeps the distributions: shares, shifts, SNRs, Gaussian noise;
 - class balance: the sampler gives ~balanced classes per epoch; weights change the loss.
 """
 from __future__ import annotations
@@ -320,3 +322,60 @@ def test_class_weights_change_the_loss(tmp_path):
     plain = Trainer(small_ross(), ds, TrainingConfig(class_balance="none", **conf))
     assert plain.class_weights is None
     assert plain._loss(logits, labels, None).item() == pytest.approx(F.cross_entropy(logits, labels).item())
+
+
+# ----------------------------------------------------------------------------------------------
+# the fused training path keeps the augmentations' distributions (issue 16)
+# ----------------------------------------------------------------------------------------------
+def test_prepare_batch_draws_have_the_configured_distributions():
+    """Through prepare_batch (shifted crop, flip and scale folded into one factor, noise drawn only
+    for the traces that get it): the share of flipped and noisy traces, the shifts, the SNRs and the
+    noise itself have the distributions the config asks for - checked statistically, not by bytes."""
+    b, m, length = 6000, 5, 400
+    stored = length + 2 * m
+    t = torch.arange(stored) / 100.0
+    amp = torch.exp(torch.linspace(-3.0, 3.0, b))[:, None, None]  # the SNR must not depend on the amplitude
+    x = amp * torch.sin(2 * math.pi * 2.7 * t + torch.linspace(0, 3, b)[:, None, None])
+    labels = torch.arange(b) % 3
+    batch = {"waveforms": x, "labels": labels, "p_index": torch.full((b,), stored // 2, dtype=torch.long)}
+    conf = cfg(flip_prob=0.5, noise_prob=0.3, noise_snr_db=[5.0, 40.0], max_shift=m)
+    out, new, targets = prepare_batch(batch, length, "none", conf, gen(11))
+    start = stored // 2 - targets["p_index"]  # the crop's first sample in the stored window
+    shift = start - (stored - length) // 2
+    counts = torch.bincount(shift + m, minlength=2 * m + 1).float() / b
+    assert int(shift.abs().max()) <= m and bool(((counts - 1 / (2 * m + 1)).abs() < 0.02).all()), counts
+    ref = torch.stack([x[i, :, start[i]:start[i] + length] for i in range(b)])
+    sign = torch.sign((out * ref).sum(dim=(-2, -1)))
+    flipped = sign < 0
+    assert abs(flipped.float().mean().item() - 0.5) < 0.03
+    swap = {UP: DOWN, DOWN: UP, UNKNOWN: UNKNOWN}
+    assert new.tolist() == [swap[y] if f else y for y, f in zip(labels.tolist(), flipped.tolist())]
+    noise = out * sign[:, None, None] - ref
+    noisy = (noise != 0).any(dim=2).any(dim=1)
+    assert abs(noisy.float().mean().item() - 0.3) < 0.03
+    assert torch.equal(out[~noisy], (ref * sign[:, None, None])[~noisy])  # the others: untouched, flipped or not
+    snr = 20 * torch.log10(ref[noisy].std(dim=(-2, -1)) / noise[noisy].std(dim=(-2, -1)))
+    assert float(snr.min()) > 4.5 and float(snr.max()) < 40.5
+    deciles = torch.quantile(snr, torch.linspace(0.1, 0.9, 9))  # uniform in dB over [5, 40]
+    assert bool(((deciles - torch.linspace(8.5, 36.5, 9)).abs() < 1.5).all()), deciles
+    z = noise[noisy] / noise[noisy].std(dim=(-2, -1), keepdim=True)  # white Gaussian: mean 0, kurtosis 3
+    assert abs(z.mean().item()) < 0.01 and abs((z ** 4).mean().item() - 3.0) < 0.1
+    lag1 = (z[..., 1:] * z[..., :-1]).mean().item()
+    across = (z[1:] * z[:-1]).mean().item()  # neighbouring traces draw independent noise
+    assert abs(lag1) < 0.01 and abs(across) < 0.01
+
+
+def test_prepare_batch_normalised_equals_augment_then_normalise_in_distribution():
+    """The fused path (peak normalisation divides out the scale factor, keeps the flip sign) gives
+    what augment() followed by normalize_waveforms gives: same signs and labels for the same flips,
+    unit peaks, and for traces without noise the very same values up to float rounding."""
+    from seispolarity.data.dataset import normalize_waveforms
+
+    x, labels = random_batch(b=500, length=410, seed=3)
+    conf = cfg(flip_prob=0.5, scale_prob=1.0, scale_range=[0.1, 10.0], max_shift=0)
+    out, new, _ = prepare_batch({"waveforms": x, "labels": labels}, 400, "peak", conf, gen(4))
+    ref_x, ref_labels = augment(x[..., 5:405].clone(), labels, conf, gen(4))
+    ref = normalize_waveforms(ref_x, "peak")
+    assert torch.equal(new, ref_labels)
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(out.abs().amax(dim=(-2, -1)), torch.ones(500))

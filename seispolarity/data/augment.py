@@ -54,7 +54,10 @@ class AugmentConfig:
 def crop(x: torch.Tensor, length: int, shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut ``length`` samples around the centre, each trace moved by ``shift`` samples.
 
-    Returns the crop and each trace's start offset (so a P index can follow the shift).
+    Returns the crop and each trace's start offset (so a P index can follow the shift). Without a
+    shift the crop is a view of ``x``; with one it is a new tensor (on the CPU one strided copy
+    through numpy's fancy indexing of a sliding-window view, ~2.5x faster than ``torch.gather``
+    with its index tensor as large as the output).
     """
     width = x.shape[-1]
     centre = (width - length) // 2
@@ -62,6 +65,10 @@ def crop(x: torch.Tensor, length: int, shift: torch.Tensor | None = None) -> tup
         start = torch.full((x.shape[0],), centre, dtype=torch.long, device=x.device)
         return x[..., centre:centre + length], start
     start = (centre + shift).clamp(0, width - length)
+    if x.device.type == "cpu" and not x.requires_grad and x.dim() == 3:
+        windows = np.lib.stride_tricks.sliding_window_view(x.numpy(), length, axis=2)  # (B, C, W-L+1, L)
+        out = np.ascontiguousarray(windows[np.arange(x.shape[0]), :, start.numpy()])  # (B, C, L)
+        return torch.from_numpy(out), start
     idx = (start[:, None] + torch.arange(length, device=x.device))[:, None, :].expand(-1, x.shape[1], -1)
     return torch.gather(x, 2, idx), start
 
@@ -96,10 +103,6 @@ def causal_bandpass(x: torch.Tensor, sampling_rate: float, low: float, high: flo
     return torch.fft.irfft(spec, n=n_fft)[..., :n].to(x.dtype)
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator, device) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=generator, device=device)
-
-
 def _trace_std(x: torch.Tensor) -> torch.Tensor:
     """Per-trace unbiased standard deviation over channels and samples, ``(B,)``.
 
@@ -111,29 +114,104 @@ def _trace_std(x: torch.Tensor) -> torch.Tensor:
     return (centred.square().sum(dim=1) / max(flat.shape[1] - 1, 1)).sqrt()
 
 
-def augment(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
-            sampling_rate: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Apply flip, scale, band-pass and noise to a cropped batch."""
+def _add_noise(x: torch.Tensor, cfg: AugmentConfig, snr_u: torch.Tensor, mask: torch.Tensor,
+               generator: torch.Generator | None, inplace: bool) -> torch.Tensor:
+    """White Gaussian noise at ``snr_db`` (uniform in ``cfg.noise_snr_db``) on the masked traces.
+
+    On the CPU the Gaussian draw is most of the data path's time (torch's generator yields ~8 ns a
+    value, single-threaded), so only the masked traces (``noise_prob`` of them) draw noise, and the
+    rest are not touched. On an accelerator the draw is cheap and counting the masked traces would
+    be a host sync per batch: every trace draws, and the mask zeroes the level of the others.
+    """
+    lo, hi = cfg.noise_snr_db
+    if x.device.type == "cpu":
+        rows = mask.nonzero().squeeze(1)
+        if len(rows) == 0:
+            return x
+        picked = x.index_select(0, rows)
+        snr_db = lo + (hi - lo) * snr_u.index_select(0, rows)
+        level = _trace_std(picked) / torch.pow(10.0, snr_db / 20.0)
+        noise = torch.randn(picked.shape, generator=generator, dtype=x.dtype)
+        picked.add_(noise.mul_(level[:, None, None]))
+        return x.index_copy_(0, rows, picked) if inplace else x.index_copy(0, rows, picked)
+    level = _trace_std(x) / torch.pow(10.0, (lo + (hi - lo) * snr_u) / 20.0) * mask
+    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    noise.mul_(level[:, None, None])
+    return x.add_(noise) if inplace else x + noise
+
+
+def _augment_parts(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None,
+                   sampling_rate: float, inplace: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The augmentations as (band-passed and noisy batch, per-trace factor, labels).
+
+    Flip and scale are one factor per trace (``-1`` or ``+1`` times the scale), returned rather than
+    applied: every step is linear in the trace and the noise level follows the trace's own std, so
+    applying the factor last is the same in distribution as applying it first (Gaussian noise is
+    symmetric), and ``prepare_batch`` folds it into the normalisation's single division. All the
+    per-trace draws come from one ``torch.rand`` call.
+    """
     b, dev = x.shape[0], x.device
+    draws = []
     if cfg.flip_prob > 0:
-        x, labels = flip_polarity(x, labels, torch.rand(b, generator=generator, device=dev) < cfg.flip_prob)
+        draws.append("flip")
     if cfg.scale_prob > 0:
-        lo, hi = np.log(cfg.scale_range[0]), np.log(cfg.scale_range[1])
-        scale = torch.exp(_uniform(b, lo, hi, generator, dev))
-        mask = torch.rand(b, generator=generator, device=dev) < cfg.scale_prob
-        x = x * torch.where(mask, scale, torch.ones_like(scale))[:, None, None]
+        draws += ["scale", "scale_mask"]
     if cfg.bandpass_prob > 0:
-        mask = torch.rand(b, generator=generator, device=dev) < cfg.bandpass_prob
+        draws.append("bandpass")
+    if cfg.noise_prob > 0:
+        draws += ["snr", "noise"]
+    if not draws:
+        return x, None, labels
+    u = dict(zip(draws, torch.rand((len(draws), b), generator=generator, device=dev)))
+    factor = None
+    if "flip" in u:
+        flip = u["flip"] < cfg.flip_prob
+        swapped = torch.where(labels == UP, DOWN, torch.where(labels == DOWN, UP, labels))
+        labels = torch.where(flip, swapped, labels)
+        factor = 1.0 - 2.0 * flip.to(x.dtype)
+    if "scale" in u:
+        lo, hi = np.log(cfg.scale_range[0]), np.log(cfg.scale_range[1])
+        scale = torch.exp(lo + (hi - lo) * u["scale"])
+        scale = torch.where(u["scale_mask"] < cfg.scale_prob, scale, torch.ones_like(scale)).to(x.dtype)
+        factor = scale if factor is None else factor * scale
+    if "bandpass" in u:
+        mask = u["bandpass"] < cfg.bandpass_prob
         if bool(mask.any()):
             filtered = causal_bandpass(x, sampling_rate, *cfg.bandpass_freqs, order=cfg.bandpass_order)
-            x = torch.where(mask[:, None, None], filtered, x)
-    if cfg.noise_prob > 0:
-        snr_db = _uniform(b, cfg.noise_snr_db[0], cfg.noise_snr_db[1], generator, dev)
-        mask = torch.rand(b, generator=generator, device=dev) < cfg.noise_prob
-        level = _trace_std(x) / torch.pow(10.0, snr_db / 20.0) * mask
-        noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
-        x = x + noise.mul_(level[:, None, None])  # the same draws as before; no extra temporary
-    return x, labels
+            x, inplace = torch.where(mask[:, None, None], filtered, x), True
+    if "noise" in u:
+        x = _add_noise(x, cfg, u["snr"], u["noise"] < cfg.noise_prob, generator, inplace)
+    return x, factor, labels
+
+
+def augment(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
+            sampling_rate: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply flip, scale, band-pass and noise to a cropped batch (``x`` itself is left unchanged)."""
+    x, factor, labels = _augment_parts(x, labels, cfg, generator, sampling_rate)
+    return (x if factor is None else x * factor[:, None, None]), labels
+
+
+def _normalize_with_factor(x: torch.Tensor, factor: torch.Tensor | None, normalize: str | None,
+                           inplace: bool) -> torch.Tensor:
+    """``normalize_waveforms(x * factor, normalize)`` in one pass over the batch where it can.
+
+    Peak and std normalisation divide out any positive factor, so only its sign is left: the result
+    is ``x / (scale(x) * sign)``, bit for bit the negation of the unflipped trace.
+    """
+    if normalize in ("peak", "std"):
+        if normalize == "peak":
+            scale = x.abs().amax(dim=(-2, -1))
+        else:
+            scale = _trace_std(x)
+        den = scale.clamp_min(1e-12)
+        if factor is not None:
+            den = den * torch.sign(factor)
+        den = den[:, None, None]
+        return x.div_(den) if inplace else x / den
+    if factor is not None:
+        x = x.mul_(factor[:, None, None]) if inplace else x * factor[:, None, None]
+    return normalize_waveforms(x, normalize)
 
 
 def prepare_batch(batch: dict[str, torch.Tensor], length: int, normalize: str | None,
@@ -154,9 +232,12 @@ def prepare_batch(batch: dict[str, torch.Tensor], length: int, normalize: str | 
         if margin > 0:
             shift = torch.randint(-margin, margin + 1, (x.shape[0],), generator=generator, device=x.device)
     x, start = crop(x, length, shift)
-    if cfg is not None:
-        x, labels = augment(x, labels, cfg, generator, sampling_rate)
-    x = normalize_waveforms(x, normalize)
+    if cfg is None:
+        x = normalize_waveforms(x, normalize)
+    else:
+        owned = shift is not None  # a shifted crop is a new tensor: work on it in place
+        x, factor, labels = _augment_parts(x, labels, cfg, generator, sampling_rate, inplace=owned)
+        x = _normalize_with_factor(x, factor, normalize, inplace=owned)
     targets = {"labels": labels}
     if "p_index" in batch:
         targets["p_index"] = batch["p_index"] - start
