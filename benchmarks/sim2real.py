@@ -67,6 +67,7 @@ def train_synthetic(model_name: str, traces: int, epochs: int, seed: int, knobs:
     t0 = time.time()
     data = synthetic_dataset(cache_dir=cache_dir, num_traces=traces, seed=0, preload=True,
                              window_length=model.input_length, max_shift=int(augment.get("max_shift", 5)),
+                             unknown="drop" if model.num_classes == 2 else "keep",  # as the runner's auto
                              knobs=knobs)
     print(f"synthetic data: {traces} traces ready in {time.time() - t0:.1f} s (generated on first use, then cached)",
           flush=True)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    print(f"\n| model | synthetic test acc | " + " | ".join(f"{k} U/D" for k in baselines) + " | train s |")
+    print("\n| model | synthetic test acc | " + " | ".join(f"{k} U/D" for k in baselines) + " | train s |")
     print("|---|---|" + "---|" * len(baselines) + "---|")
     print("| first-break picker | - | " + " | ".join(f"{a:.3f} ({n})" for a, n in baselines.values()) + " | - |")
     for r in rows:

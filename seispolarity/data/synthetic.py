@@ -256,7 +256,7 @@ class SyntheticConfig:
         ]
 
     @classmethod
-    def from_knobs(cls, **knobs: Any) -> "SyntheticConfig":
+    def from_knobs(cls, **knobs: Any) -> SyntheticConfig:
         """Build a config; an unknown knob raises a TypeError naming it and listing the valid ones."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(knobs) - names)
