@@ -3,6 +3,8 @@
 - A trace of huge but finite samples (3e37, normalize=none) passes the load-time NaN/Inf check
   but overflows the gradients; the run stops at that step, names the batch's rows (the culprit
   among them) and leaves the last good checkpoints byte-for-byte untouched.
+- The deferred guard (what CUDA runs: flags on the device, read every ``log_every`` steps, at the
+  epoch end and before checkpoints) still names the bad step and its rows and saves no NaN.
 - ``on_nan_loss=skip`` skips exactly those batches and trains on; the skipped forward pass leaves
   no trace (BatchNorm statistics included), so the model stays finite.
 - A learning rate of 1e37 (Adam) makes the loss itself NaN at the second step: through the CLI that is
@@ -66,6 +68,32 @@ def test_non_finite_step_stops_names_rows_and_keeps_last_good_checkpoint(poisone
     message = str(info.value)
     assert re.search(r"^non-finite (loss|gradient norm) \S+.* at step 4 \(epoch 2, batch 2\); batch trace rows of "
                      + re.escape(str(path)) + r": \[[\d, ]+\]; the last good checkpoint is untouched", message), message
+    rows = [int(r) for r in message.split(": [", 1)[1].split("]", 1)[0].split(", ")]
+    assert row in rows and len(rows) == 16
+    assert trainer.global_step == 3  # on the CPU the guard looks every step: it stopped at the bad one
+    for name, before in files.items():
+        assert ((ckpt / name).read_bytes(), (ckpt / name).stat().st_mtime_ns) == before, f"{name} was touched"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+@pytest.mark.parametrize("log_every", [1, 100])
+def test_deferred_guard_reports_the_bad_step_and_never_saves_nan(poisoned, tmp_path, log_every):
+    """The CUDA mode of the guard, forced on the CPU: no host sync per step, the flags are read every
+    log_every steps, at the epoch end and before any checkpoint. It still names the step the NaN
+    happened at (step 4, epoch 2, batch 2) with its rows, and the checkpoints stay untouched."""
+    path, row = poisoned
+    ckpt = tmp_path / "ckpt"
+    make(path, ckpt, epochs=1, max_steps_per_epoch=2).train()
+    files = {name: ((ckpt / name).read_bytes(), (ckpt / name).stat().st_mtime_ns) for name in ("last.ckpt", "best.ckpt")}
+    trainer = make(path, ckpt, epochs=3, max_steps_per_epoch=2, resume_from=str(ckpt / "last.ckpt"),
+                   log_every=log_every)
+    trainer.defer_nan_check = True
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.train()
+    message = str(info.value)
+    assert re.search(r"^non-finite (loss|gradient norm) \S+.* at step 4 \(epoch 2, batch 2\); batch trace rows of "
+                     + re.escape(str(path)) + r": \[[\d, ]+\]; the last good checkpoint is untouched \(seen at step 4",
+                     message), message
     rows = [int(r) for r in message.split(": [", 1)[1].split("]", 1)[0].split(", ")]
     assert row in rows and len(rows) == 16
     for name, before in files.items():

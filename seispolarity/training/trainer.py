@@ -204,6 +204,11 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.finished = False
         self.skipped_batches = 0  # batches skipped for a non-finite loss or gradient (on_nan_loss=skip)
+        # The NaN guard on CUDA with on_nan_loss=error: each step's isfinite flags stay on the device
+        # (no host sync per step) and are read every log_every steps, at the epoch end and before any
+        # checkpoint; a bad step still raises naming that step and its rows, and no NaN is saved.
+        self.defer_nan_check = self.device.type == "cuda" and config.on_nan_loss == "error"
+        self._pending_guard: list[tuple] = []
         self.extra_state = dict(extra_state or {})
         self._stop_signal: int | None = None
         self.writer = None
@@ -352,8 +357,10 @@ class Trainer:
         with self._autocast():
             logits, aux = self.net(x, targets) if getattr(self.model, "aux_targets", None) is not None else (self.net(x), None)
             loss = self._loss(logits, labels, aux)
-        if self._any_rank(not bool(torch.isfinite(loss.detach()))):
+        defer = self.defer_nan_check and cfg.on_nan_loss == "error"
+        if not defer and self._any_rank(not bool(torch.isfinite(loss.detach()))):
             return self._non_finite(f"loss {float(loss.detach())}", batch, buffers)
+        norm = None
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if cfg.gradient_clip_value is not None or not self.scaler.is_enabled():
@@ -363,7 +370,7 @@ class Trainer:
                 # A finite loss can still give Inf/NaN gradients (e.g. a huge-but-finite trace);
                 # one such step would turn every weight into NaN. (With fp16 the scaler skips it.)
                 norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-                if not bool(torch.isfinite(norm)):
+                if not defer and not bool(torch.isfinite(norm)):
                     return self._non_finite(f"gradient norm {float(norm)} (loss {float(loss.detach()):.4g})",
                                             batch, buffers)
             if cfg.gradient_clip_value is not None:
@@ -371,6 +378,9 @@ class Trainer:
                     torch.nn.utils.clip_grad_value_(self.model.parameters(), cfg.gradient_clip_value)
                 else:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.gradient_clip_value)
+        if defer:
+            self._pending_guard.append((loss.detach(), norm, self.global_step + 1, self.epoch + 1,
+                                        self.batch_in_epoch + 1, batch.get("index")))
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.global_step += 1
@@ -383,6 +393,34 @@ class Trainer:
         box = torch.tensor([1.0 if flag else 0.0], device=self.device)
         all_reduce_sum(box, self.ctx)
         return bool(box.item() > 0)
+
+    def check_nan_guard(self) -> None:
+        """Read the deferred NaN guard's flags (one host sync for all the steps since the last look).
+
+        A non-finite loss or gradient norm raises ``NonFiniteLossError`` naming the first bad step
+        (step, epoch, batch) and its rows, as the per-step check does; the model then holds the bad
+        step's update, but nothing of it has been written (every checkpoint comes after a look).
+        """
+        pending, self._pending_guard = self._pending_guard, []
+        if not pending:
+            return
+        finite = torch.stack([torch.isfinite(loss) if norm is None else torch.isfinite(loss) & torch.isfinite(norm)
+                              for loss, norm, *_ in pending]).cpu()
+        bad = (~finite).nonzero().flatten().tolist()
+        if not self._any_rank(bool(bad)):
+            return
+        if not bad:
+            raise NonFiniteLossError("non-finite loss or gradient norm on another rank; the last good checkpoint "
+                                     "is untouched")
+        loss, norm, step, epoch, batch_no, index = pending[bad[0]]
+        what = f"loss {float(loss)}" if not bool(torch.isfinite(loss)) else \
+            f"gradient norm {float(norm)} (loss {float(loss):.4g})"
+        self.optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLossError(f"non-finite {what} at step {step} (epoch {epoch}, batch {batch_no}); "
+                                 f"{self._batch_rows({'index': index} if index is not None else {})}; "
+                                 f"the last good checkpoint is untouched (seen at step {self.global_step}: the "
+                                 f"check runs every log_every steps on CUDA; trainer.on_nan_loss=skip skips such "
+                                 f"batches)")
 
     def _non_finite(self, what: str, batch: dict[str, torch.Tensor], buffers: list[torch.Tensor] | None):
         """A non-finite loss or gradient: raise NonFiniteLossError, or skip the batch without trace."""
@@ -482,6 +520,7 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             if self.global_step % cfg.log_every == 0:
+                self.check_nan_guard()
                 mean = (sums[0] / sums[2].clamp_min(1)).item()
                 if bar is not None:
                     bar.set_postfix(loss=f"{mean:.4f}")
@@ -492,12 +531,14 @@ class Trainer:
                 log.warning("received %s: stopping at this step boundary (step %d, epoch %d, batch %d)",
                             signal.Signals(self._stop_signal or signal.SIGTERM).name, self.global_step,
                             epoch, self.batch_in_epoch)
+                self.check_nan_guard()
                 self._epoch_sums = sums.cpu()
                 path = self._interrupt_checkpoint()
                 self._pass_on_signal()
                 raise TrainingInterrupted(self._stop_signal or signal.SIGTERM, path)
         if bar is not None:
             bar.close()
+        self.check_nan_guard()  # before the epoch's numbers and checkpoints
         all_reduce_sum(sums, self.ctx)
         elapsed = time.perf_counter() - started
         train_loss = float(sums[0] / sums[2].clamp_min(1))
@@ -654,6 +695,7 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: str) -> str:
+        self.check_nan_guard()  # no NaN ever reaches a checkpoint
         return save_checkpoint(self.state_dict(), path)
 
     def load_checkpoint(self, path: str, weights_only_model: bool = False) -> dict[str, Any]:
