@@ -97,7 +97,7 @@ def test_label_proportions_and_clarity(synth):
     assert np.all(d["Y"][noise_only] == 2) and np.all(d["snr"][noise_only] == NO_SIGNAL_SNR_DB)
     assert np.all(d["amplitude"][noise_only] == 0)
     sig = ~noise_only
-    assert d["snr"][sig].min() >= -5 and d["snr"][sig].max() <= 60
+    assert d["snr"][sig].min() >= -5 and d["snr"][sig].max() <= 80
     assert np.all(d["Y"][sig & (np.abs(d["amplitude"]) < 0.02)] == 2)  # near-nodal
     assert np.all(d["Y"][sig & (d["snr"] < 3.0)] == 2)  # weak direct P
 

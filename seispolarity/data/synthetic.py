@@ -32,8 +32,8 @@ is randomised by physics that real records show. Every trace is a vertical recor
 * **Noise** - Gaussian, coloured either by a mix of Peterson's (1993) low and high noise models or by
   a power law f^alpha (``noise_slope_min..max``), through the instrument; scaled so that the peak of
   the direct P (before site echoes) over the noise standard deviation is the drawn SNR, uniform in
-  -5..60 dB. Record artefacts: spikes, DC offsets, linear trends and clipping, each on a share of
-  the traces.
+  -5..80 dB (strong-motion and broadband records of M4-5 events reach 60-90 dB). Record artefacts:
+  spikes, DC offsets, linear trends and clipping, each on a share of the traces.
 * **Picks** - the analyst pick ``p_pick`` (uniform in ``pick_min..pick_max``) is the true onset plus
   a Gaussian jitter of ~3 samples; ~10% are gross mispicks 0.3-1.5 s off.
 * **Labels** (0 up, 1 down, 2 unknown) - unknown for noise-only windows (~10%), mispicks,
@@ -189,7 +189,7 @@ class SyntheticConfig:
     coda_decay_max: float = 2.0
     noise: bool = True
     snr_min_db: float = -5.0
-    snr_max_db: float = 60.0
+    snr_max_db: float = 80.0
     powerlaw_noise_fraction: float = 0.5
     noise_slope_min: float = -1.5
     noise_slope_max: float = 1.0
