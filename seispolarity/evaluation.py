@@ -213,16 +213,21 @@ def init_state(cfg: DictConfig) -> dict[str, Any] | None:
 def adopt_checkpoint(cfg: DictConfig, state: Mapping[str, Any], role: str) -> None:
     """Make ``cfg`` describe the checkpoint's model and input normalisation (evaluation and
     fine-tuning use the weights as they were trained or imported, whatever ``model=`` and
-    ``data.normalize`` say); logs what it changed. A checkpoint without a model description
-    leaves ``cfg`` as it is."""
+    ``data.normalize`` say); logs what it changed. A checkpoint without a model description, or
+    describing a model that is not registered, leaves ``cfg`` as it is."""
     from omegaconf import open_dict
 
-    from .models import model_from_description
+    from .models import MODEL_REGISTRY, Ensemble
 
     described = state.get("model")
     if not isinstance(described, Mapping) or "name" not in described:
         return
-    cls = type(model_from_description(described))
+    name = str(described["name"])
+    cls = Ensemble if name == "ensemble" else MODEL_REGISTRY.get(name.lower())
+    if cls is None:  # e.g. a plain nn.Module trained with the Python API: the config's model is used
+        log.warning("%s: the checkpoint's model %r is not a registered model; using model=%s", role, name,
+                    OmegaConf.select(cfg, "model._target_", default="?"))
+        return
     node = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **dict(described.get("init_kwargs") or {})}
     current = OmegaConf.to_container(cfg.model, resolve=True) if cfg.get("model") is not None else {}
     with open_dict(cfg):
