@@ -7,6 +7,12 @@ a resume command needs no overrides at all. What the command line changes is com
 - keys that only say how long, where or how fast the run goes on (``RESUMABLE``: more epochs, the
   device, DataLoader workers, logging, the folders, what to evaluate afterwards) are applied and
   logged;
+- ``trainer.batch_size`` is per process, and the number of processes is torchrun's, not the config's:
+  it may change when processes x batch_size (the global batch of each optimiser step) stays the
+  run's, e.g. a 2-process DDP run with batch 8 resumed in one process with batch 16
+  (docs/scaling.md), and the resumed run follows the same global batches; a change that alters the
+  global batch is refused (a resume in another number of processes without a batch size override
+  is logged, with the batch size that keeps the global batch);
 - any other key the command line sets to a value the run did not have (``model=ross``, ``lr=...``,
   ``optimizer=adam`` for an SGD run, ``data.num_traces=...``) is refused in one line that lists
   them (exit 2): that would be another run (leave out ``ckpt_path`` to start one).
@@ -33,8 +39,13 @@ RESUMABLE = ("trainer.epochs", "trainer.device", "trainer.num_workers", "trainer
              "trainer.save_best_only", "trainer.early_stopping_patience", "trainer.distributed", "trainer.compile",
              "trainer.save_dir", "trainer.tensorboard_dir", "data.preload", "data.cache_dir",
              "train", "test", "ckpt_path", "tags", "objective", "task_name", "report", "eval_sets", "paths")
-#: Keys always taken from this command (where this run's files go), not from the checkpoint.
-LOCATION = ("paths", "trainer.save_dir", "trainer.tensorboard_dir", "data.cache_dir", "train", "ckpt_path")
+#: Keys always taken from this command, not from the checkpoint: where this run's files go, and
+#: whether this invocation trains under DDP (torchrun's choice: a run trained with trainer=ddp
+#: resumes in one process with a plain ``python train.py ckpt_path=...``, docs/scaling.md).
+LOCATION = ("paths", "trainer.save_dir", "trainer.tensorboard_dir", "data.cache_dir", "train", "ckpt_path",
+            "trainer.distributed")
+#: Per process: may change on resume when the global batch (processes x batch_size) does not.
+BATCH_SIZE = ("trainer", "batch_size")
 _ABSENT = object()
 
 
@@ -183,6 +194,7 @@ def resumed_config(cfg: DictConfig, state: Mapping[str, Any], config_name: str |
     final = copy.deepcopy(dict(saved))
     notes: list[str] = []
     refused: dict[tuple, tuple[Any, Any]] = {}
+    batch_changed = False
     for path in sorted(changed | {p for p in current_leaves if _covered(p, LOCATION)}, key=_dotted):
         now, then = current_leaves.get(path, _ABSENT), _saved(saved_leaves, path)
         if now is _ABSENT and any(len(p) > len(path) and p[:len(path)] == path for p in current_leaves):
@@ -194,12 +206,20 @@ def resumed_config(cfg: DictConfig, state: Mapping[str, Any], config_name: str |
             continue
         if _covered(path, LOCATION):
             _set(final, path, now)
+        elif path == BATCH_SIZE and now != then:
+            _set(final, path, now)  # judged below (_global_batch), with the resumed run's processes
+            batch_changed = True
         elif _covered(path, RESUMABLE):
             if now != then:
                 _set(final, path, now)
                 notes.append(f"{_dotted(path)}: {_show(then)} -> {_show(now)}")
         elif now != then:
             refused[path] = (now, then)
+    note, problem = _global_batch(saved, final, state.get("world_size"), batch_changed)
+    if problem is not None:
+        refused[BATCH_SIZE] = (current_leaves.get(BATCH_SIZE), problem)
+    elif note is not None:
+        notes.append(note)
     for key, value in current.items():  # top-level keys newer than the checkpoint's run (e.g. eval_sets)
         final.setdefault(key, value)
     for key in ("path", "test_path"):  # absolute: the resume may run from another folder
@@ -210,6 +230,42 @@ def resumed_config(cfg: DictConfig, state: Mapping[str, Any], config_name: str |
     resumed = OmegaConf.create(final)
     OmegaConf.set_struct(resumed, True)
     return resumed, notes
+
+
+def _processes(config: Mapping[str, Any]) -> int:
+    """How many processes the resumed run trains in: torchrun's WORLD_SIZE, unless DDP is switched off."""
+    distributed = (config.get("trainer") or {}).get("distributed", "auto")
+    if distributed is False or distributed == "off":
+        return 1
+    return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+
+
+def _global_batch(saved: Mapping[str, Any], final: Mapping[str, Any], processes_then: Any,
+                  overridden: bool) -> tuple[str | None, str | None]:
+    """(a note for the log, a refusal) about the global batch, processes x ``trainer.batch_size``.
+
+    A ``trainer.batch_size`` override is applied (and noted) when the global batch stays the run's,
+    and refused otherwise. Without one, a change of the process count alone is noted with the batch
+    size that would keep the global batch. A checkpoint that does not record its processes (written
+    before they were saved) is taken at its word."""
+    then, now = (saved.get("trainer") or {}).get("batch_size"), (final.get("trainer") or {}).get("batch_size")
+    processes_now = _processes(final)
+    if processes_then is None or not isinstance(then, int) or not isinstance(now, int):
+        note = (f"trainer.batch_size: {_show(then)} -> {_show(now)} (per process; the checkpoint does not say how "
+                f"many processes its run had: keep processes x batch_size to follow its global batches)")
+        return (note if overridden else None), None
+    before, after = then * int(processes_then), now * processes_now
+    if before == after:
+        note = (f"trainer.batch_size: {then} -> {now} (per process; the same global batch {before}: "
+                f"{processes_then} x {then} -> {processes_now} x {now})")
+        return (note if overridden else None), None
+    if overridden:
+        return None, (f"{then} per process x {processes_then} processes, a global batch of {before}; "
+                      f"here {processes_now} x {now}")
+    keep = (f"trainer.batch_size={before // processes_now} keeps it" if before % processes_now == 0
+            else f"no batch size keeps it in {processes_now} processes")
+    return (f"global batch: {before} -> {after} ({processes_then} processes x {then} -> {processes_now} x {now}; "
+            f"{keep})"), None
 
 
 def _saved(leaves: Mapping[tuple, Any], path: tuple) -> Any:
@@ -238,8 +294,9 @@ def _refusal(ckpt: str, refused: Mapping[tuple, tuple[Any, Any]]) -> str:
     shown = "; ".join(items[:5]) + (f"; and {len(items) - 5} more" if len(items) > 5 else "")
     return (f"{ckpt} resumes its own run, whose config differs from this command's: {shown}. A resume may change "
             f"only trainer.epochs, trainer.device, trainer.num_workers, trainer.max_steps_per_epoch, logging, "
-            f"the folders, test, report and eval_sets; leave the other overrides out (the checkpoint's run config "
+            f"the folders, test, report and eval_sets, and trainer.batch_size when processes x batch_size stays "
+            f"the same; leave the other overrides out (the checkpoint's run config "
             f"is used), or leave out ckpt_path to start a new run")
 
 
-__all__ = ["RESUMABLE", "LOCATION", "resumed_config", "flatten"]
+__all__ = ["RESUMABLE", "LOCATION", "BATCH_SIZE", "resumed_config", "flatten"]

@@ -128,7 +128,8 @@ def test_ddp_checkpoint_resumes_in_one_process(ddp_run, tmp_path):
                 f"hydra.run.dir={out}", f"paths.log_dir={tmp_path}", f"paths.cache_dir={tmp / 'cache'}"])
     log = (out / "train.log").read_text()
     assert "resumed from" in log and "at epoch 1" in log, log
-    assert "processes" not in log  # a single process
+    assert "processes" not in log  # a single process (the run's trainer=ddp is not resumed: it is torchrun's)
+    assert "trainer.batch_size: 8 -> 16 (per process; the same global batch 16: 2 x 8 -> 1 x 16)" in log, log
     metrics = json.loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [1, 2]
     # epoch 1 comes from the DDP run's history, epoch 2 was trained here
@@ -136,6 +137,35 @@ def test_ddp_checkpoint_resumes_in_one_process(ddp_run, tmp_path):
     assert metrics["history"][0]["train_loss"] == pytest.approx(ddp_history[0]["train_loss"])
     state = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["epoch"] == 2 and state["global_step"] == 2 * 3  # 44 traces, global batch 16: 3 steps/epoch
+
+
+def test_resume_may_change_the_batch_size_only_with_the_global_batch_kept(monkeypatch):
+    """trainer.batch_size is per process and the process count is torchrun's: a resume may change it
+    when processes x batch_size stays the run's (docs/scaling.md), and refuses it otherwise."""
+    from omegaconf import OmegaConf
+
+    from seispolarity.failures import UsageError
+    from seispolarity.resume import resumed_config
+
+    saved = {"trainer": {"batch_size": 8, "epochs": 1, "distributed": "auto"}, "ckpt_path": None}
+
+    def resume(batch_size: int, processes: int, state_extra: dict | None = None):
+        monkeypatch.setenv("WORLD_SIZE", str(processes))
+        cfg = OmegaConf.create({"trainer": {**saved["trainer"], "batch_size": batch_size}, "ckpt_path": "last.ckpt"})
+        return resumed_config(cfg, {"run_config": saved, "world_size": 2, **(state_extra or {})}, ckpt="last.ckpt")
+
+    cfg, notes = resume(16, 1)  # 2 x 8 -> 1 x 16
+    assert cfg.trainer.batch_size == 16
+    assert any(n.startswith("trainer.batch_size: 8 -> 16 (per process; the same global batch 16") for n in notes), notes
+    cfg, notes = resume(8, 2)
+    assert cfg.trainer.batch_size == 8 and not notes
+    with pytest.raises(UsageError, match=r"trainer.batch_size=32 \(the run: 8 per process x 2 processes, a global "
+                                         r"batch of 16; here 1 x 32\)"):
+        resume(32, 1)
+    cfg, notes = resume(8, 1)  # no override, fewer processes: allowed, and the log says what changes
+    assert notes == ["global batch: 16 -> 8 (2 processes x 8 -> 1 x 8; trainer.batch_size=16 keeps it)"]
+    cfg, notes = resume(32, 1, {"world_size": None})  # a checkpoint that does not record its processes
+    assert cfg.trainer.batch_size == 32 and "does not say how many processes" in notes[0]
 
 
 @pytest.mark.slow
@@ -244,7 +274,8 @@ def _train(folder: Path, name: str, batch_size: int, epochs: int, resume: Path |
                             device="cpu", num_workers=0, save_dir=str(folder / name), save_best_only=False,
                             save_every=1, validation_split=0.0, early_stopping_patience=None, show_progress=False,
                             log_every=1000, seed=11, resume_from=str(resume) if resume else None)
-    trainer = Trainer(TinyNet(), train, config, val_dataset=val)
+    # augment=None: the plain API augments by default, with random numbers drawn per rank (not bit-exact)
+    trainer = Trainer(TinyNet(), train, config, val_dataset=val, augment=None)
     trainer.train()
     return trainer
 
