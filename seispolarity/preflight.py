@@ -106,7 +106,9 @@ def check_resume(cfg: DictConfig, config_name: str | None) -> None:
 
     state = load_checkpoint(to_absolute_path(str(cfg.ckpt_path)))
     overrides = OmegaConf.select(cfg, "hydra.overrides.task", default=None)
-    overrides = list(overrides) if overrides is not None else None
+    # unresolved: an override's value may interpolate (trainer.tensorboard_dir=${paths.output_dir}/tb),
+    # and there is no run folder yet to resolve it to; only the keys are compared
+    overrides = OmegaConf.to_container(overrides, resolve=False) if overrides is not None else None
     resumed_config(_without_run_folder(cfg), state, config_name, ckpt=str(cfg.ckpt_path), overrides=overrides)
 
 

@@ -176,7 +176,8 @@ def run(cfg: DictConfig) -> float:
 def _resume(cfg: DictConfig) -> DictConfig:
     """A resumed run takes its config from the checkpoint (``seispolarity.resume``)."""
     try:
-        config_name, overrides = HydraConfig.get().job.config_name, list(HydraConfig.get().overrides.task)
+        hydra = HydraConfig.get()  # the overrides unresolved, as in the Preflight check: only their keys count
+        config_name, overrides = hydra.job.config_name, OmegaConf.to_container(hydra.overrides.task, resolve=False)
     except ValueError:
         config_name, overrides = None, None
     state = load_checkpoint(to_absolute_path(str(cfg.ckpt_path)))
