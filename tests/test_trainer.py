@@ -67,6 +67,7 @@ BAD_VALUES = [
     ("amp", "fp8"), ("resume_from", 7), ("test_split", 1.5), ("class_balance", "oversample"),
     ("on_nan_loss", "ignore"), ("deterministic", "yes"), ("compile", 1), ("show_progress", None),
     ("distributed", "maybe"), ("gradient_clip_algorithm", "l1"), ("max_steps_per_epoch", 0),
+    ("init_from", 7), ("freeze", "backbone"),
 ]
 
 
