@@ -119,6 +119,7 @@ def test_a_four_job_multirun_and_its_summary(tmp_path, cache_dir):
     assert f"sweep summary: {sweep / 'summary.md'}" in proc.stdout
 
 
+@pytest.mark.slow  # 25 s; test_launchers.py::test_optuna_study_resumes_in_a_second_invocation checks the same, 1 trial each
 def test_an_optuna_sweep_finishes_and_a_second_invocation_resumes_it(tmp_path, cache_dir):
     # (an override of a searched key would fix it: keep the tiny job's batch size and width out)
     tiny = [o for o in tiny_overrides() if not o.startswith(("trainer.batch_size=", "model.base_channels="))]
