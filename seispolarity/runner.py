@@ -1,9 +1,10 @@
 """What ``train.py`` does with a composed config: build the pieces, run them, write the run folder.
 
 The library below knows nothing of Hydra; this module turns a config into library calls
-(``WaveformDataset``, a model, ``TrainingConfig``, ``Trainer``) and writes what DESIGN.md
-section 6 lists into the run folder: resolved ``config.yaml``, ``metrics.json``, checkpoints and
-TensorBoard events (the Trainer writes those two), and ``train.log`` (Hydra's file handler).
+(``WaveformDataset``, a model, ``TrainingConfig``, ``Trainer``) and writes the run folder that
+docs/runner.md ("A run's folder") describes: resolved ``config.yaml``, ``metrics.json``, checkpoints
+and TensorBoard events (the Trainer writes those two), and ``train.log`` (Hydra's file handler).
+docs/architecture.md: where it sits among the runner's modules.
 """
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ def synthetic_path(cache_dir: str | os.PathLike, num_traces: int, seed: int,
 
 def synthetic_dataset(cache_dir: str = "data/cache", num_traces: int = 20000, seed: int = 0,
                       knobs: Mapping[str, Any] | None = None, **dataset_kwargs: Any) -> WaveformDataset:
-    """The synthetic data set (DESIGN.md section 4): generated on first use, then read from cache.
+    """The synthetic data set (docs/sim2real.md: the recipe and its knobs; docs/runner.md: the
+    ``data=synthetic`` option and its cache): generated on first use, then read from cache.
 
     ``knobs`` are fields of ``seispolarity.data.synthetic.SyntheticConfig``; the remaining keyword
     arguments go to ``WaveformDataset`` (preload, window_length, normalize, ...).
