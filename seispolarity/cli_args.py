@@ -1,7 +1,7 @@
 """``key=value`` command-line arguments, shared by the package's small commands.
 
-``python -m seispolarity.data check-labels|realism`` parse their arguments with these functions
-(``seispolarity.predict`` can too): :func:`split_option` splits one argument, :func:`parse_value`
+``python -m seispolarity.data check-labels|realism`` parse their arguments with these functions,
+``python -m seispolarity.predict`` its values: :func:`split_option` splits one argument, :func:`parse_value`
 turns its text into a Python value, :func:`parse_option` adds the ``label_map=word:code,...``
 shorthand.
 """

@@ -25,35 +25,16 @@ prediction (0 up, 1 down, 2 unknown), polarity (U/D/X), probability, p_up, p_dow
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from typing import Any
+
+from .cli_args import parse_value  # the package's one key=value parser (check-labels, realism too)
 
 USAGE = "usage: python -m seispolarity.predict ckpt=PATH data=PATH [name=LAYOUT] [out=picks.csv] [threshold=P] " \
         "[device=auto] [batch_size=256] [key=value ...]  (--help for all options)"
 KEYS = {"ckpt", "data", "name", "out", "threshold", "max_uncertainty", "mc_samples", "device", "batch_size",
         "p_index", "sampling_rate", "skhash"}
-
-
-def parse_value(text: str) -> Any:
-    """``1`` -> int, ``0.5`` -> float, true/false, null/none, JSON lists/maps; otherwise the string."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("null", "none", "~"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    if text[:1] in "[{":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            pass
-    return text
 
 
 class UsageExit(SystemExit):
