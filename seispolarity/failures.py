@@ -20,7 +20,6 @@ list every job with its status.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shlex
 import signal
@@ -30,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 from hydra.errors import CompactHydraException, InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from omegaconf import DictConfig
 
+from .folders import writable_folder_problem
 from .launch import hydra_quote
 from .training.checkpoint import CheckpointError
 from .training.trainer import TrainingInterrupted
@@ -235,23 +235,3 @@ class CheckOutputDir(Callback):
             print(f"error: cannot write the {what} folder {folder}: {problem} (set paths.log_dir or "
                   f"hydra.{what}.dir to a writable folder)", file=sys.stderr, flush=True)
             raise SystemExit(1)
-
-
-def writable_folder_problem(folder: str) -> str | None:
-    """Why ``folder`` could not be created and written (root included), or None."""
-    path = os.path.abspath(folder)
-    while not os.path.exists(path):
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    if not os.path.isdir(path):
-        return f"{path} is a file, not a folder"
-    probe = os.path.join(path, f".write-test.{os.getpid()}")
-    try:
-        with open(probe, "wb") as fh:
-            fh.write(b"0")
-        os.unlink(probe)
-    except OSError as exc:
-        return f"{path} is not writable ({exc.strerror or exc})"
-    return None

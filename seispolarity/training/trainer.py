@@ -29,9 +29,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from ..console import default_console_logging, logs_above_bars
 from ..data.augment import AugmentConfig, prepare_batch
 from ..data.labels import CLASS_NAMES
+from ..folders import writable_folder_problem
+from ..plain import to_plain
 from .checkpoint import CheckpointError, capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainingConfig
-from .distributed import DistContext, all_reduce_sum, barrier, init_distributed
+from .distributed import DistContext, all_reduce_sum, any_rank, barrier, init_distributed
 from .metrics import confusion_matrix, metrics_from_confusion
 from .optim import build_optimizer, build_scheduler, step_scheduler
 
@@ -358,7 +360,7 @@ class Trainer:
             logits, aux = self.net(x, targets) if getattr(self.model, "aux_targets", None) is not None else (self.net(x), None)
             loss = self._loss(logits, labels, aux)
         defer = self.defer_nan_check and cfg.on_nan_loss == "error"
-        if not defer and self._any_rank(not bool(torch.isfinite(loss.detach()))):
+        if not defer and any_rank(not bool(torch.isfinite(loss.detach())), self.ctx, self.device):
             return self._non_finite(f"loss {float(loss.detach())}", batch, buffers)
         norm = None
         self.optimizer.zero_grad(set_to_none=True)
@@ -387,13 +389,6 @@ class Trainer:
         correct = (logits.detach().argmax(dim=1) == labels).sum()
         return loss.detach() * len(labels), correct, len(labels)
 
-    def _any_rank(self, flag: bool) -> bool:
-        if not self.ctx.enabled:
-            return flag
-        box = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        all_reduce_sum(box, self.ctx)
-        return bool(box.item() > 0)
-
     def check_nan_guard(self) -> None:
         """Read the deferred NaN guard's flags (one host sync for all the steps since the last look).
 
@@ -407,7 +402,7 @@ class Trainer:
         finite = torch.stack([torch.isfinite(loss) if norm is None else torch.isfinite(loss) & torch.isfinite(norm)
                               for loss, norm, *_ in pending]).cpu()
         bad = (~finite).nonzero().flatten().tolist()
-        if not self._any_rank(bool(bad)):
+        if not any_rank(bool(bad), self.ctx, self.device):
             return
         if not bad:
             raise NonFiniteLossError("non-finite loss or gradient norm on another rank; the last good checkpoint "
@@ -464,7 +459,9 @@ class Trainer:
             # a finished run resumed with more epochs (e.g. trainer.epochs=2, then 4) trains on
             log.info("extending a finished run from epoch %d to %d", self.epoch, cfg.epochs)
             self.finished = False
-        self._check_save_dir()
+        problem = writable_folder_problem(cfg.save_dir, create=True) if self.is_main and cfg.save_dir else None
+        if problem:  # fail before the first step, not after an epoch
+            raise OSError(f"save_dir {cfg.save_dir} is not a writable folder: {problem}")
         self._open_writer()
         self._stop_signal = None  # a Trainer stopped by a signal can train() again
         previous = self._previous_handlers = self._install_signal_handlers()
@@ -487,20 +484,6 @@ class Trainer:
             self.save_checkpoint(os.path.join(cfg.save_dir, "last.ckpt"))
         barrier(self.ctx)
         return self.result()
-
-    def _check_save_dir(self) -> None:
-        """Fail before the first step, not after an epoch, when checkpoints cannot be written."""
-        if not (self.is_main and self.config.save_dir):
-            return
-        folder = self.config.save_dir
-        try:
-            os.makedirs(folder, exist_ok=True)
-            probe = os.path.join(folder, f".write-test.{os.getpid()}")
-            with open(probe, "wb") as fh:
-                fh.write(b"0")
-            os.unlink(probe)
-        except OSError as exc:
-            raise OSError(exc.errno, f"save_dir {folder} is not a writable folder: {exc.strerror or exc}") from None
 
     def _train_one_epoch(self) -> None:
         cfg = self.config
@@ -685,7 +668,7 @@ class Trainer:
             "accuracy": last_val["val_accuracy"] if last_val else None,
             "rng": capture_rng_state(), "augment_rng": self.augment_generator.get_state(),
             "early_stopping": {"best_val_loss": self.best_val_loss, "bad_epochs": self.bad_epochs},
-            "best_metrics": _plain(self.best_metrics), "history": _plain(self.history), "finished": self.finished,
+            "best_metrics": to_plain(self.best_metrics), "history": to_plain(self.history), "finished": self.finished,
             "training_config": self.config.to_dict(), "model": describe,
             "label_map": getattr(self.train_dataset, "label_map", None),
             "data": {"window_length": getattr(self.train_dataset, "window_length", None),
@@ -788,13 +771,9 @@ class Trainer:
         self._stop_signal = signum
 
     def _should_stop(self) -> bool:
-        flag = self._stop_signal is not None
-        if self.ctx.enabled:
-            box = torch.tensor([1.0 if flag else 0.0], device=self.device)
-            all_reduce_sum(box, self.ctx)
-            flag = bool(box.item() > 0)
-            if flag and self._stop_signal is None:
-                self._stop_signal = signal.SIGTERM
+        flag = any_rank(self._stop_signal is not None, self.ctx, self.device)
+        if flag and self._stop_signal is None:  # another rank was signalled
+            self._stop_signal = signal.SIGTERM
         return flag
 
     def _interrupt_checkpoint(self) -> str | None:
@@ -827,16 +806,3 @@ class Trainer:
         from tqdm.auto import tqdm
 
         return tqdm(total=total, desc=desc, initial=initial, leave=False, dynamic_ncols=True)
-
-
-def _plain(value):
-    """Drop numpy types so checkpoints stay loadable with weights_only=True."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
