@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +24,31 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate, to_absolute_path
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from .config import TRAINER_EXCLUDED
+from .evaluation import (
+    adopt_checkpoint,
+    build_eval_sets,
+    checkpoint_arg,
+    checkpoint_state,
+    data_identity,
+    eval_set_configs,
+    eval_sets_summary,
+    evaluate_eval_sets,
+    evaluated_text,
+    held_out_split,
+    init_state,
+    run_header,
+    unknown_mode,
+)
 from .failures import FAILED_FILE, clear_failed
 from .preflight import check_command, check_data, is_synthetic
-from .resume import resumed_config
-from .evaluation import (adopt_checkpoint, build_eval_sets, checkpoint_arg, checkpoint_state, data_identity,
-                         eval_set_configs, eval_sets_summary, evaluate_eval_sets, evaluated_text, held_out_split,
-                         init_state, run_header)
 from .reports import ReportConfig, append_report, render_eval_section, report_summary, write_report
+from .resume import resumed_config
 from .training import Trainer, TrainingConfig, seed_everything
-from .training.distributed import DistContext, barrier, init_distributed
 from .training.checkpoint import load_checkpoint
+from .training.distributed import DistContext, barrier, init_distributed
 
 log = logging.getLogger("seispolarity.runner")
 
@@ -72,8 +83,8 @@ def build_datasets(cfg: DictConfig, model, augment) -> tuple[Any, Any]:
     if is_synthetic(data_cfg):
         data_cfg.pop("path", None)  # generated, not read (check_data refused a path)
     if data_cfg.get("unknown") == "auto":
-        data_cfg["unknown"] = "drop" if model.num_classes == 2 else "keep"
-        if model.num_classes == 2:
+        data_cfg["unknown"] = unknown_mode("auto", model)
+        if data_cfg["unknown"] == "drop":
             log.info("two-class model: data.unknown=auto drops the traces labelled unknown (counts below and "
                      "in metrics.json 'data'; data.unknown=keep makes them an error instead)")
     for key in ("path", "cache_dir"):
@@ -130,9 +141,7 @@ def summarize(result: dict, test: dict | None, trainer: Trainer) -> dict[str, An
 def describe_data(cfg: DictConfig, trainer: Trainer, test_from_file: bool, evaluated=None) -> dict[str, Any]:
     """metrics.json's ``data``: the unknown policy, the label map, what each file lost (and why)
     and the traces / classes of every split (of an evaluation-only run: of the ``evaluated`` traces)."""
-    mode = cfg.data.get("unknown", "keep") if cfg.get("data") is not None else "keep"
-    if mode == "auto":
-        mode = "drop" if trainer.num_classes == 2 else "keep"
+    mode = unknown_mode(cfg.data.get("unknown", "keep"), trainer) if cfg.get("data") is not None else "keep"
     splits = {role: ds for role, ds in (("train", trainer.train_dataset), ("val", trainer.val_dataset),
                                         ("test", trainer.test_dataset)) if ds is not None}
     if evaluated is not None:
@@ -220,19 +229,19 @@ def _launcher_target() -> str:
         return ""
 
 
-def _adapt_to_launcher(cfg: DictConfig, tconfig: TrainingConfig) -> None:
+def _adapt_to_launcher(cfg: DictConfig, train_config: TrainingConfig) -> None:
     """joblib: no DataLoader worker processes inside its (loky) workers; submitit: a requeued job
     (SLURM pre-emption or time limit) resumes from its own ``checkpoints/last.ckpt``."""
     launcher = _launcher_target()
-    if "joblib" in launcher.lower() and tconfig.num_workers:
+    if "joblib" in launcher.lower() and train_config.num_workers:
         log.info("joblib launcher: trainer.num_workers=%d -> 0 (DataLoader workers inside loky workers "
-                 "are unsafe)", tconfig.num_workers)
-        tconfig.num_workers = 0
-    if "submitit" in launcher.lower() and cfg.train and not cfg.get("ckpt_path") and tconfig.save_dir:
-        last = Path(tconfig.save_dir) / "last.ckpt"
+                 "are unsafe)", train_config.num_workers)
+        train_config.num_workers = 0
+    if "submitit" in launcher.lower() and cfg.train and not cfg.get("ckpt_path") and train_config.save_dir:
+        last = Path(train_config.save_dir) / "last.ckpt"
         if last.is_file():
             log.warning("requeued job: resuming from %s", last)
-            tconfig.resume_from = str(last)
+            train_config.resume_from = str(last)
 
 
 def _run(cfg: DictConfig, out: Path) -> float:
@@ -240,7 +249,7 @@ def _run(cfg: DictConfig, out: Path) -> float:
     _resolve_lr(cfg)
     ctx = _join_process_group(cfg)
     seed_everything(int(cfg.seed))
-    tconfig = training_config(cfg)  # first: a bad trainer value fails before any data is touched
+    train_config = training_config(cfg)  # first: a bad trainer value fails before any data is touched
     extra_configs = eval_set_configs(cfg)  # so does a bad eval set
     state = checkpoint_state(cfg)  # train=false: the checkpoint (its run config: what it held out)
     source = state if state is not None else init_state(cfg)  # ... or init_from: the weights to fine-tune
@@ -252,11 +261,11 @@ def _run(cfg: DictConfig, out: Path) -> float:
         dataset, test_dataset = build_datasets(cfg, model, augment)
         held_out = held_out_split(cfg, dataset, state) if test_dataset is None else None
         extra_sets = build_eval_sets(extra_configs, model, dataset)
-    _adapt_to_launcher(cfg, tconfig)
-    test_dataset, how = _test_data(cfg, tconfig, test_dataset, held_out)
+    _adapt_to_launcher(cfg, train_config)
+    test_dataset, how = _test_data(cfg, train_config, test_dataset, held_out)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     trainer = Trainer(
-        model=model, dataset=dataset, config=tconfig, test_dataset=test_dataset,
+        model=model, dataset=dataset, config=train_config, test_dataset=test_dataset,
         optimizer=instantiate(cfg.optimizer, _convert_="all") if cfg.optimizer is not None else None,
         scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") is not None else None,
         augment=augment, extra_state={"run_config": resolved, "data_identity": data_identity(resolved.get("data"))})
@@ -266,7 +275,7 @@ def _run(cfg: DictConfig, out: Path) -> float:
         log.info("data: %r", dataset)
     result = trainer.train() if cfg.train else trainer.result()
     header = functools.partial(_header, cfg, trainer, result, started, state, resolved)  # timed when written
-    test_metrics, extra = _evaluate(cfg, trainer, tconfig, out, result, how, extra_sets, header)
+    test_metrics, extra = _evaluate(cfg, trainer, train_config, out, result, how, extra_sets, header)
     trainer.close()
     summary = summarize(result, test_metrics, trainer)
     summary.update(report_summary(test_metrics))
@@ -297,14 +306,14 @@ def _write_metrics(out: Path, cfg: DictConfig, value: float, summary: dict, resu
     _write_json(out / "metrics.json", payload)
 
 
-def _test_data(cfg: DictConfig, tconfig: TrainingConfig, test_dataset, held_out) -> tuple[Any, str]:
+def _test_data(cfg: DictConfig, train_config: TrainingConfig, test_dataset, held_out) -> tuple[Any, str]:
     """The test set and how it was chosen: a training run tests the data set's own test file, else
     a held-out split; train=false scores that file, else the checkpoint's own held-out split of the
     data it trained on (``held_out``), else every trace."""
     how = "test file" if test_dataset is not None else "test split"
     if not cfg.train:
-        tconfig.validation_split = 0.0
-        tconfig.test_split = 0.0 if test_dataset is None else tconfig.test_split
+        train_config.validation_split = 0.0
+        train_config.test_split = 0.0 if test_dataset is None else train_config.test_split
         if held_out is not None:
             test_dataset, how = held_out
         elif test_dataset is None:
@@ -312,16 +321,18 @@ def _test_data(cfg: DictConfig, tconfig: TrainingConfig, test_dataset, held_out)
     return test_dataset, how
 
 
-def _evaluate(cfg: DictConfig, trainer: Trainer, tconfig: TrainingConfig, out: Path, result: dict, how: str,
+def _evaluate(cfg: DictConfig, trainer: Trainer, train_config: TrainingConfig, out: Path, result: dict, how: str,
               extra_sets: dict[str, Any], header) -> tuple[dict | None, dict[str, Any]]:
     """Test the best checkpoint (or, for train=false, ``ckpt_path``) on the test data, then on every
     eval set; write the report. Returns metrics.json's ``test`` and ``eval_sets``."""
     if not (cfg.test or not cfg.train or extra_sets):
         return None, {}
-    history = _load_for_evaluation(cfg, trainer, tconfig) or result.get("history")
+    history = _load_for_evaluation(cfg, trainer, train_config) or result.get("history")
     report = OmegaConf.to_container(cfg.report, resolve=True) if cfg.get("report") is not None else None
     test_metrics = None
-    eval_set = trainer.test_dataset if trainer.test_dataset is not None else (None if cfg.train else trainer.train_dataset)
+    eval_set = trainer.test_dataset
+    if eval_set is None and not cfg.train:
+        eval_set = trainer.train_dataset
     if eval_set is not None and (cfg.test or not cfg.train):
         test_metrics = trainer.evaluate(eval_set, return_predictions=True)
         test_metrics["evaluated"] = evaluated_text(how, eval_set)
@@ -338,11 +349,11 @@ def _evaluate(cfg: DictConfig, trainer: Trainer, tconfig: TrainingConfig, out: P
     return test_metrics, extra
 
 
-def _load_for_evaluation(cfg: DictConfig, trainer: Trainer, tconfig: TrainingConfig) -> list | None:
+def _load_for_evaluation(cfg: DictConfig, trainer: Trainer, train_config: TrainingConfig) -> list | None:
     """Load the weights to evaluate: the best checkpoint after training, ``ckpt_path`` for train=false.
     Returns the training history to plot (the checkpoint's, for train=false)."""
     if cfg.train:
-        best = Path(tconfig.save_dir or "") / "best.ckpt"
+        best = Path(train_config.save_dir or "") / "best.ckpt"
         if best.is_file():
             trainer.model.load_state_dict(load_checkpoint(best)["model_state_dict"])
             log.info("testing the best checkpoint (%s)", best)
@@ -446,7 +457,8 @@ def write_sweep_summary(sweep_dir: Path, objective: str | None = None, maximize:
     key = "objective"
     rows.sort(key=lambda r: (r.get(key) is None or (isinstance(r.get(key), float) and math.isnan(r[key])),
                              -(r.get(key) or 0.0) if maximize else (r.get(key) or 0.0)))
-    columns = ["rank", "job", "overrides", "status", "objective"] + (["error"] if any("error" in r for r in rows) else [])
+    columns = ["rank", "job", "overrides", "status", "objective"]
+    columns += ["error"] if any("error" in r for r in rows) else []
     for row in rows:
         columns += [k for k in row if k not in columns]
     for i, row in enumerate(rows, 1):
