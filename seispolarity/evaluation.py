@@ -90,7 +90,7 @@ def _build_eval_set(name: str, data: dict[str, Any], model, reference):
                 normalize=getattr(reference, "normalize", data.get("normalize")))
     try:
         dataset = instantiate(data, _convert_="all")
-    except Exception as exc:  # noqa: BLE001 - bad input: one line naming the set; a bug: as it is
+    except Exception as exc:  # bad input: one line naming the set; a bug: as it is
         cause = user_error(exc)
         if cause is None:
             raise

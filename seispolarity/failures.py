@@ -76,7 +76,7 @@ class JobFailed(CompactHydraException):
             rows = collect_sweep(Path(self.sweep_dir))
             failed = sum(r.get("status") != "ok" for r in rows)
             tally = f"{failed} of {len(rows)} jobs failed"
-        except Exception:  # noqa: BLE001 - the line must print whatever the folder holds
+        except Exception:  # the line must print whatever the folder holds
             tally = f"job {self.job} failed"
         return f"error: {tally}; every job's status and error: {Path(self.sweep_dir) / 'summary.md'}"
 
@@ -144,14 +144,14 @@ def _job() -> tuple[str, str | None, str | None]:
     try:
         hydra = HydraConfig.get()
         return str(hydra.job.num), str(hydra.sweep.dir), str(hydra.runtime.output_dir)
-    except Exception:  # noqa: BLE001
+    except Exception:  # not a multirun job (or composed without @hydra.main)
         return "?", None, None
 
 
 def run_folder() -> Path | None:
     try:
         return Path(HydraConfig.get().runtime.output_dir)
-    except Exception:  # noqa: BLE001 - composed without @hydra.main
+    except Exception:  # composed without @hydra.main
         return None
 
 

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageExit as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise
-    except Exception as exc:  # noqa: BLE001 - bad input: one line; anything else: the traceback
+    except Exception as exc:  # bad input: one line; anything else: the traceback
         from .training.checkpoint import CheckpointError
 
         if not isinstance(exc, (OSError, ValueError, KeyError, CheckpointError)):
@@ -109,7 +109,6 @@ def _predict(args: dict[str, Any], data_options: dict[str, Any]) -> int:
     import numpy as np
 
     from .inference import Predictor
-
     from .training.checkpoint import CheckpointError
 
     try:

@@ -76,7 +76,7 @@ class ReportConfig:
         self.baseline_params = dict(self.baseline_params or {})
 
     @classmethod
-    def from_any(cls, options: "ReportConfig | Mapping[str, Any] | None") -> "ReportConfig":
+    def from_any(cls, options: ReportConfig | Mapping[str, Any] | None) -> ReportConfig:
         if options is None:
             return cls()
         if isinstance(options, cls):
@@ -239,7 +239,7 @@ def score_dataset(run_dir: str | os.PathLike, trainer, dataset, metrics: dict[st
     if options.baseline and hasattr(dataset, "raw_windows"):
         try:
             baseline = baseline_on_dataset(dataset, idx, **options.baseline_params)
-        except Exception as exc:  # noqa: BLE001 - the report must not fail a finished run
+        except Exception as exc:  # the report must not fail a finished run
             log.warning("first-break baseline skipped: %s", exc)
     metrics.update(analyse(arrays["labels"], arrays["predictions"], num_classes, meta, baseline, options))
     if options.save_predictions:
@@ -276,15 +276,16 @@ def write_report(run_dir: str | os.PathLike, trainer, dataset, metrics: dict[str
             for name, fig in figures.items():
                 fig.savefig(run_dir / f"{name}.png", dpi=110)
                 written.append(f"{name}.png")
-        except Exception as exc:  # noqa: BLE001 - a plotting problem must not fail a finished run
+        except Exception as exc:  # a plotting problem must not fail a finished run
             log.warning("figures skipped: %s", exc)
     metrics["figures"] = written
     if options.tensorboard:
         try:
             _tensorboard(trainer, metrics, figures, history)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # nor must a TensorBoard problem
             log.warning("TensorBoard report skipped: %s", exc)
-    (run_dir / "report.md").write_text(render_markdown(metrics, context, written, not options.plots or plots_available()))
+    markdown = render_markdown(metrics, context, written, not options.plots or plots_available())
+    (run_dir / "report.md").write_text(markdown)
     log.info("evaluation report: %s", run_dir / "report.md")
     return metrics
 
@@ -677,6 +678,7 @@ def hparams_of(trainer) -> dict[str, Any]:
     return plain
 
 
-__all__ = ["ReportConfig", "write_report", "score_dataset", "render_eval_section", "append_report", "analyse", "bin_metrics", "bin_edges", "prediction_metrics",
-           "baseline_on_dataset", "render_markdown", "write_predictions_csv", "report_summary", "make_figures",
+__all__ = ["ReportConfig", "write_report", "score_dataset", "render_eval_section", "append_report", "analyse",
+           "bin_metrics", "bin_edges", "prediction_metrics", "baseline_on_dataset", "render_markdown",
+           "write_predictions_csv", "report_summary", "make_figures",
            "plot_confusion", "plot_training_curves", "plot_accuracy_by_bins", "plots_available", "hparams_of"]

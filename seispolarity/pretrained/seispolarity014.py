@@ -119,7 +119,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: no such file")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure: not a loadable state dict
+    except Exception as exc:  # any failure: not a loadable state dict
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"{path}: not a loadable .pth state dict ({first[:200]})") from None
     if isinstance(loaded, dict):

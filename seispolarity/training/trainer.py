@@ -191,7 +191,8 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config, scheduler)
         amp = config.amp
         self.amp_dtype = None if amp in (False, None, "none") else (torch.float16 if amp == "fp16" else torch.bfloat16)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda")
+        fp16_on_cuda = self.amp_dtype == torch.float16 and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16_on_cuda)
         self.class_weights = self._class_weights() if config.class_balance == "weights" else None
         self.augment_generator = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
         self.augment_generator.manual_seed(config.seed + 1_000_003 * self.ctx.rank)
@@ -357,7 +358,8 @@ class Trainer:
         # running statistics, so keep a copy of the buffers to put back.
         buffers = [b.detach().clone() for b in self.model.buffers()] if cfg.on_nan_loss == "skip" else None
         with self._autocast():
-            logits, aux = self.net(x, targets) if getattr(self.model, "aux_targets", None) is not None else (self.net(x), None)
+            with_aux = getattr(self.model, "aux_targets", None) is not None
+            logits, aux = self.net(x, targets) if with_aux else (self.net(x), None)
             loss = self._loss(logits, labels, aux)
         defer = self.defer_nan_check and cfg.on_nan_loss == "error"
         if not defer and any_rank(not bool(torch.isfinite(loss.detach())), self.ctx, self.device):
@@ -536,7 +538,8 @@ class Trainer:
         if self.val_dataset is not None and len(self.val_dataset) and epoch % cfg.validation_every == 0:
             val = self.evaluate(self.val_dataset)
             val_loss = val["loss"]
-            record.update({f"val_{k}": v for k, v in val.items() if k in ("loss", "accuracy", "macro_f1", "updown_accuracy")})
+            record.update({f"val_{k}": v for k, v in val.items()
+                           if k in ("loss", "accuracy", "macro_f1", "updown_accuracy")})
             record["val_metrics"] = val
             improved = val_loss < self.best_val_loss - cfg.early_stopping_min_delta
             if improved:
@@ -763,7 +766,7 @@ class Trainer:
         self._restore_signal_handlers(self._previous_handlers)
         handler(signum, None)
 
-    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+    def _on_signal(self, signum, frame) -> None:  # (frame: the signal module's handler signature)
         if self._stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         # Only set the flag: logging here could re-enter a log handler that the signal interrupted
@@ -793,7 +796,8 @@ class Trainer:
         if self.writer is None and self.config.tensorboard_dir and self.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=self.config.tensorboard_dir, purge_step=self.epoch + 1 if self.epoch else None)
+            self.writer = SummaryWriter(log_dir=self.config.tensorboard_dir,
+                                        purge_step=self.epoch + 1 if self.epoch else None)
 
     def close(self) -> None:
         if self.writer is not None:
