@@ -20,32 +20,25 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from seispolarity import WaveformDataset
 from seispolarity.baselines import first_break_polarity
+from seispolarity.cli_args import parse_value, split_option
 from seispolarity.data.augment import AugmentConfig
 from seispolarity.data.presets import synthetic_dataset
 from seispolarity.models import get_model
 from seispolarity.training import Trainer, TrainingConfig, seed_everything
 
 
-def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
 def _pairs(items: list[str]) -> dict:
+    """``name=value`` options; a comma-separated value is a list (a range, e.g. ``snr_db=5,40``)."""
     out = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
+        option = split_option(item)
+        if option is None:
             raise SystemExit(f"error: {item!r}: expected name=value")
-        out[key] = [_value(v) for v in value.split(",")] if "," in value else _value(value)
+        key, value = option
+        out[key] = [parse_value(v) for v in value.split(",")] if "," in value else parse_value(value)
     return out
 
 
@@ -125,5 +118,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     sys.exit(main())
