@@ -7,6 +7,7 @@ others)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import h5py
@@ -311,7 +312,8 @@ def cfm014_np(x, sd):
         if i in (2, 3, 5):
             h = maxpool_cf(h)
     h = relu(h.reshape(h.shape[0], -1) @ np_(sd["fc1.weight"]).T + np_(sd["fc1.bias"]))
-    return sigmoid(h @ np_(sd["fc2.weight"]).T + np_(sd["fc2.bias"]))[:, 0]  # up when > 0.5 (its build_picks)
+    # P(down): 0.1.4 trains its one-output CFM with BCE on its labels (0 up, 1 down)
+    return sigmoid(h @ np_(sd["fc2.weight"]).T + np_(sd["fc2.bias"]))[:, 0]
 
 
 def ppnet014_state(rng, b=4, dense=8, classes=3):
@@ -356,9 +358,17 @@ def ppnet014_np(x, sd, heads=4):
         cell = sigmoid(f_g) * cell + sigmoid(i_g) * np.tanh(g_g)
         hid = sigmoid(o_g) * np.tanh(cell)
         outs.append(hid)
-    seq = np.stack(outs, axis=1)
-    wq, wk, wv = np.split(np_(sd["attention.in_proj_weight"]), 3)
-    bq, bk, bv = np.split(np_(sd["attention.in_proj_bias"]), 3)
+    attn = mha_np(np.stack(outs, axis=1), sd, "attention", heads)
+    h = relu(attn.reshape(n, -1) @ np_(sd["dense.weight"]).T + np_(sd["dense.bias"]))
+    return h @ np_(sd["out2_dense.weight"]).T + np_(sd["out2_dense.bias"])
+
+
+def mha_np(seq, sd, prefix, heads):
+    """torch's nn.MultiheadAttention (batch_first) self-attention of seq (N, T, E): packed in_proj, heads
+    of E / heads, scaled dot product, out_proj."""
+    n, steps, units = seq.shape
+    wq, wk, wv = np.split(np_(sd[f"{prefix}.in_proj_weight"]), 3)
+    bq, bk, bv = np.split(np_(sd[f"{prefix}.in_proj_bias"]), 3)
     d = units // heads
 
     def split(a):
@@ -368,10 +378,75 @@ def ppnet014_np(x, sd, heads=4):
     scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(d)
     scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
     attn = (scores / scores.sum(axis=-1, keepdims=True)) @ v
-    attn = attn.transpose(0, 2, 1, 3).reshape(n, steps, units) @ np_(sd["attention.out_proj.weight"]).T + \
-        np_(sd["attention.out_proj.bias"])
-    h = relu(attn.reshape(n, -1) @ np_(sd["dense.weight"]).T + np_(sd["dense.bias"]))
-    return h @ np_(sd["out2_dense.weight"]).T + np_(sd["out2_dense.bias"])
+    return attn.transpose(0, 2, 1, 3).reshape(n, steps, units) @ np_(sd[f"{prefix}.out_proj.weight"]).T + \
+        np_(sd[f"{prefix}.out_proj.bias"])
+
+
+def layer_norm_np(x, sd, prefix, eps=1e-5):
+    mu, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * np_(sd[f"{prefix}.weight"]) + np_(sd[f"{prefix}.bias"])
+
+
+_erf = np.vectorize(math.erf)
+
+
+def gelu_np(x):
+    return 0.5 * x * (1 + _erf(x / np.sqrt(2)))
+
+
+def maxpool3s2p1_np(x):
+    """MaxPool1d(kernel_size=3, stride=2, padding=1), x (N, C, L): padding counts as -inf."""
+    x = np.pad(x, ((0, 0), (0, 0), (1, 1)), constant_values=-np.inf)
+    out = (x.shape[2] - 3) // 2 + 1
+    return np.stack([x[:, :, 2 * i:2 * i + 3].max(axis=2) for i in range(out)], axis=2)
+
+
+def eqpolarity014_state(rng, dim=8, layers=2, tokens=16, outputs=2):
+    """0.1.4's EQPolarityCCT state dict with its key names (its tokenizer: two conv k4 of `dim`
+    channels; MLP dim -> dim -> dim); `outputs=2` as its published training scripts replace the output
+    layer (nn.Linear(in_features, 2)), 1 as the class builds it."""
+    tok = "tokenizer.conv_model"
+    sd = {f"{tok}.0.weight": _randn(rng, dim, 1, 4), f"{tok}.0.bias": _randn(rng, dim, scale=0.1),
+          f"{tok}.3.weight": _randn(rng, dim, dim, 4), f"{tok}.3.bias": _randn(rng, dim, scale=0.1)}
+    for i in range(layers):
+        b = f"transformer_blocks.{i}"
+        for ln in ("layer_norm1", "layer_norm2"):
+            sd[f"{b}.{ln}.weight"], sd[f"{b}.{ln}.bias"] = _randn(rng, dim, scale=0.2) + 1, _randn(rng, dim, scale=0.1)
+        sd[f"{b}.attention.in_proj_weight"] = _randn(rng, 3 * dim, dim)
+        sd[f"{b}.attention.in_proj_bias"] = _randn(rng, 3 * dim, scale=0.1)
+        sd[f"{b}.attention.out_proj.weight"] = _randn(rng, dim, dim)
+        sd[f"{b}.attention.out_proj.bias"] = _randn(rng, dim, scale=0.1)
+        for j in (0, 3):
+            sd[f"{b}.mlp.mlp.{j}.weight"], sd[f"{b}.mlp.mlp.{j}.bias"] = _randn(rng, dim, dim), _randn(rng, dim, scale=0.1)
+    sd["layer_norm_final.weight"], sd["layer_norm_final.bias"] = _randn(rng, dim, scale=0.2) + 1, _randn(rng, dim, scale=0.1)
+    sd["output_layer.weight"] = _randn(rng, outputs, tokens * dim)
+    sd["output_layer.bias"] = _randn(rng, outputs, scale=0.1)
+    return sd
+
+
+def eqpolarity014_np(x, sd, heads=4):
+    """0.1.4's EQPolarityCCT in eval mode, as probabilities (Up, Down): tokenizer (conv k4 pad 1 -> ReLU
+    -> max-pool k3 s2 p1, twice), pre-norm transformer blocks (x + MHA(LN1 x); x + MLP(LN2 x), MLP =
+    [Linear, GELU] x 2), final LayerNorm, flatten (token-major), output layer. Two outputs are logits
+    (Up, Down); one output z is read as 0.1.4 trains it (BCE on its label 1 = down): P(down) = sigmoid(z)."""
+    tok = "tokenizer.conv_model"
+    h = x[:, None, :].astype(np.float64)
+    for i in (0, 3):
+        h = maxpool3s2p1_np(relu(conv1d_cf(h, np_(sd[f"{tok}.{i}.weight"]), np_(sd[f"{tok}.{i}.bias"]), (1, 1))))
+    h = h.transpose(0, 2, 1)  # (N, tokens, dim)
+    i = 0
+    while f"transformer_blocks.{i}.layer_norm1.weight" in sd:
+        b = f"transformer_blocks.{i}"
+        h = h + mha_np(layer_norm_np(h, sd, f"{b}.layer_norm1"), sd, f"{b}.attention", heads)
+        m = layer_norm_np(h, sd, f"{b}.layer_norm2")
+        for j in (0, 3):
+            m = gelu_np(m @ np_(sd[f"{b}.mlp.mlp.{j}.weight"]).T + np_(sd[f"{b}.mlp.mlp.{j}.bias"]))
+        h, i = h + m, i + 1
+    h = layer_norm_np(h, sd, "layer_norm_final").reshape(h.shape[0], -1)
+    z = h @ np_(sd["output_layer.weight"]).T + np_(sd["output_layer.bias"])
+    if z.shape[1] == 1:
+        return np.concatenate([1 - sigmoid(z), sigmoid(z)], axis=1)
+    return softmax(z)
 
 
 def softmax(z):
@@ -396,17 +471,60 @@ def test_seispolarity_014_checkpoints_give_their_outputs(tmp_path, name):
     assert predictor.model.registry_name == name and predictor.normalize == "peak"
     probs = predictor.predict(x).probabilities.astype(np.float64)
     if name == "cfm":
-        np.testing.assert_allclose(probs[:, 0], cfm014_np(x, state), rtol=0, atol=2e-6)
+        np.testing.assert_allclose(probs[:, 1], cfm014_np(x, state), rtol=0, atol=2e-6)
     else:
         expected = softmax((ross014_np if name == "ross" else ppnet014_np)(x, state))
         np.testing.assert_allclose(probs, expected, rtol=0, atol=2e-5)
 
 
-def test_seispolarity_014_refuses_what_it_cannot_map(tmp_path, capsys):
+@pytest.mark.parametrize("outputs", [2, 1])
+def test_seispolarity_014_eqpolarity_gives_its_outputs(tmp_path, outputs):
+    rng = np.random.default_rng(11)
+    state = eqpolarity014_state(rng, outputs=outputs)  # 16 tokens of 8: a 64-sample window
+    x = rng.normal(0, 1, (6, 64)).cumsum(axis=1)
+    x = (x / np.abs(x).max(axis=1, keepdims=True)).astype(np.float32)
+    src = tmp_path / "EQPOLARITY_SCSN.pth"
+    torch.save(state, src)
+    out = tmp_path / "eqpolarity.ckpt"
+    assert pretrained_main(["import", "seispolarity-0.1.4", str(src), str(out), "--model", "EQPolarityCCT"]) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt["model"]["input_length"] == 64 and ckpt["model"]["init_kwargs"]["transformer_layers"] == 2
+    predictor = Predictor(out, device="cpu")
+    assert predictor.model.registry_name == "eqpolarity" and predictor.normalize == "peak"
+    probs = predictor.predict(x).probabilities.astype(np.float64)
+    expected = eqpolarity014_np(x, state)
+    assert np.abs(expected[:, 0] - 0.5).max() > 0.05  # not a trivially flat check
+    np.testing.assert_allclose(probs, expected, rtol=0, atol=2e-6)
+
+
+def test_seispolarity_014_eqpolarity_with_another_mlp_is_refused(tmp_path):
+    state = eqpolarity014_state(np.random.default_rng(0))
+    state["transformer_blocks.1.mlp.mlp.0.weight"] = torch.zeros(16, 8)
+    src = tmp_path / "eq.pth"
+    torch.save(state, src)
+    with pytest.raises(ValueError, match=r"not a 0\.1\.4 eqpolarity state dict: block 1's MLP is \[\(16, 8\), \(8, 8\)\]"):
+        import_seispolarity014(src, tmp_path / "o.ckpt", "eqpolarity")
+
+
+@pytest.mark.parametrize("model, says", [
+    ("polarcap", "pads its even-kernel convolutions (k32, k16) by k/2 on both sides"),
+    ("rpnet", "inception branches have no ReLU after their convolutions"),
+    ("diting", "predicts from the fuse head alone where ours averages the four polarity heads"),
+    ("DitingMotion", "sign(x[i] - x[i-1]) (0 first) where ours is sign(x[i+1] - x[i]) (0 last)"),
+])
+def test_seispolarity_014_refuses_what_it_cannot_map(tmp_path, capsys, model, says):
+    src = tmp_path / "M.pth"
+    torch.save({"encoder.0.weight": torch.zeros(32, 1, 32)}, src)
+    assert pretrained_main(["import", "seispolarity-0.1.4", str(src), str(tmp_path / "o.ckpt"), "--model", model]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not importable from 0.1.4: " in err[0] and says in err[0]
+    assert "mapped models: ppnet, ross, cfm, eqpolarity" in err[0]
+    assert not (tmp_path / "o.ckpt").exists()
+
+
+def test_seispolarity_014_wrong_keys_are_one_clear_error(tmp_path):
     src = tmp_path / "POLARCAP_SCSN.pth"
     torch.save({"encoder.0.weight": torch.zeros(32, 1, 32)}, src)
-    assert pretrained_main(["import", "seispolarity-0.1.4", str(src), str(tmp_path / "o.ckpt"), "--model", "polarcap"]) == 1
-    assert "not importable from 0.1.4: 0.1.4 pads its even kernels" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"not a 0\.1\.4 ppnet state dict: missing key encoder_block1\.0\.weight"):
         import_seispolarity014(src, tmp_path / "o.ckpt", "ppnet")
 

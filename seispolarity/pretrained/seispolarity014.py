@@ -14,14 +14,30 @@ from the tensors' shapes, so a checkpoint of a narrower or wider variant imports
 - ``ross`` (0.1.4 ``SCSN``, its ROSS_* files): ``shared_backbone.sequential.{0,1,4,5,8,9}`` ->
   ``features.{0,1,4,5,8,9}``, ``.13``/``.14`` -> ``fc.1``/``fc.2``, ``.16``/``.17`` -> ``fc.5``/``fc.6``,
   ``fm_head`` -> ``head``.
-- ``cfm`` (0.1.4 ``CFM``): ``conv1..conv5`` -> ``features.{0,3,6,9,12}``, ``fc1`` -> ``classifier.0``;
-  its one output ``fc2`` (``z``, up when ``sigmoid(z) > 0.5``, as its ``build_picks`` reads it) ->
-  logits ``(z, 0)`` in ``classifier.2``; ReLU after ``fc1`` as in its forward.
+- ``cfm`` (0.1.4 ``CFM``): ``conv1..conv5`` -> ``features.{0,3,6,9,12}``, ``fc1`` -> ``classifier.0``
+  (ReLU after it, as in its forward); its one output ``fc2`` (``z``) -> logits ``(0, z)`` in
+  ``classifier.2``, so P(down) = ``sigmoid(z)``: 0.1.4 trains its one-output models with
+  ``BCEWithLogitsLoss`` on its labels (0 up, 1 down; its CFM_* training scripts do), so ``sigmoid(z)``
+  is the probability of label 1, down, and its ``Predictor`` reads it as ``[1 - s, s]`` over
+  (Up, Down). (Its ``CFM.build_picks`` says the opposite, up when ``sigmoid(z) > 0.5``, the Keras
+  authors' convention; weights trained by 0.1.4 do not follow it.)
+- ``eqpolarity`` (0.1.4 ``EQPolarityCCT``): ``tokenizer.conv_model.{0,3}`` -> ``tokenizer.{0,3}``,
+  ``transformer_blocks.<i>.{layer_norm1,attention,layer_norm2,mlp.mlp.{0,3}}`` ->
+  ``blocks.<i>.{norm1,attn,norm2,mlp.{0,3}}``, ``layer_norm_final`` -> ``norm``, ``output_layer`` ->
+  ``head``. Its output layer comes in two forms: two logits (Up, Down), as its published
+  EQPOLARITY_* training scripts replace it (``nn.Linear(in_features, 2)``, cross-entropy), mapped onto
+  our single score as ``z = l_up - l_down`` (softmax of ``(z/2, -z/2)`` equals softmax of
+  ``(l_up, l_down)``); or the class's own one output ``z'`` (BCE, ``sigmoid(z')`` = P(down), as for
+  CFM), mapped as ``z = -z'``. Three or more outputs map onto an ordinary head of as many classes.
+  Token width, block count and window (4 x tokens) come from the shapes; 4 attention heads (its
+  default; not in a state dict).
 
-Class order is 0 up, 1 down (2 unknown) in both projects. Not mapped: PolarCAP (0.1.4 pads its even
-kernels symmetrically, one sample off ours), RPNet (no ReLU inside its inception branches),
-EQPolarity and DiTingMotion (different layer layouts): their weights would not give their outputs in
-our layers, so the importer refuses them. The checkpoint records ``normalize="peak"`` (0.1.4's
+Class order is 0 up, 1 down (2 unknown) in both projects. Not mapped (refused in one line, each
+saying what differs): PolarCAP (0.1.4's even-kernel convolutions pad k/2 on both sides, so its
+max-pools pair other samples than ours), RPNet (no ReLU inside its inception branches, ours have
+GoogLeNet's) and DiTingMotion (every layer maps, but 0.1.4 predicts from the fuse head alone and
+ours from the mean of the four heads, and 0.1.4's second input channel is the sign of
+``x[i] - x[i-1]``, ours of ``x[i+1] - x[i]``). The checkpoint records ``normalize="peak"`` (0.1.4's
 Predictor divides each window by its peak) and the model's window, P at the centre.
 """
 from __future__ import annotations
@@ -32,11 +48,21 @@ from typing import Any, Callable
 
 import torch
 
-MODELS = ("ppnet", "ross", "cfm")
-NOT_MAPPED = {"polarcap": "0.1.4 pads its even kernels symmetrically (one sample off ours)",
-              "rpnet": "0.1.4 has no ReLU inside its inception branches",
-              "eqpolarity": "its tokenizer and head are laid out differently",
-              "diting_motion": "its blocks and side outputs are laid out differently"}
+MODELS = ("ppnet", "ross", "cfm", "eqpolarity")
+NOT_MAPPED = {
+    "polarcap": "0.1.4 pads its even-kernel convolutions (k32, k16) by k/2 on both sides (65 and 33 samples "
+                "before each max-pool of 2), ours Keras-'same' ((k-1)/2 left, k/2 right; 64 and 32), so the "
+                "pools pair other samples and no weights give its outputs",
+    "rpnet": "0.1.4's inception branches have no ReLU after their convolutions, ours one after each "
+             "(GoogLeNet's), and no weights undo a ReLU",
+    "diting_motion": "its layers map one to one, but 0.1.4 predicts from the fuse head alone where ours "
+                     "averages the four polarity heads' probabilities, and 0.1.4's second input channel is "
+                     "sign(x[i] - x[i-1]) (0 first) where ours is sign(x[i+1] - x[i]) (0 last)",
+}
+
+#: 0.1.4's class names for them
+ALIASES = {"app": "ppnet", "scsn": "ross", "eqpolaritycct": "eqpolarity", "diting": "diting_motion",
+           "ditingmotion": "diting_motion"}
 
 
 def _rename(state: dict[str, torch.Tensor], rules: list[tuple[str, str | Callable]]) -> dict[str, torch.Tensor]:
@@ -103,12 +129,50 @@ def _cfm(state: dict[str, torch.Tensor]):
     rules = [(r"^conv([1-5])\.", lambda m: f"features.{3 * (int(m.group(1)) - 1)}."), (r"^fc1\.", "classifier.0.")]
     fc2_w, fc2_b = state.pop("fc2.weight"), state.pop("fc2.bias")
     out = _rename(state, rules)
-    out["classifier.2.weight"] = torch.cat([fc2_w, torch.zeros_like(fc2_w)])  # logits (z, 0): softmax[0] = sigmoid(z)
-    out["classifier.2.bias"] = torch.cat([fc2_b, torch.zeros_like(fc2_b)])
+    # logits (0, z): softmax[1] = sigmoid(z) = P(down), 0.1.4's BCE target being its label 1 (down)
+    out["classifier.2.weight"] = torch.cat([torch.zeros_like(fc2_w), fc2_w])
+    out["classifier.2.bias"] = torch.cat([torch.zeros_like(fc2_b), fc2_b])
     return model, out
 
 
-BUILDERS = {"ppnet": _ppnet, "ross": _ross, "cfm": _cfm}
+def _eqpolarity(state: dict[str, torch.Tensor]):
+    from ..models import EQPolarity
+
+    tok = "tokenizer.conv_model"
+    conv1, conv2 = state[f"{tok}.0.weight"], state[f"{tok}.3.weight"]
+    dim = int(conv1.shape[0])
+    if tuple(conv1.shape) != (dim, 1, 4) or tuple(conv2.shape) != (dim, dim, 4):
+        raise ValueError(f"tokenizer convolutions {tuple(conv1.shape)}, {tuple(conv2.shape)}; ours are "
+                         f"(D, 1, 4) and (D, D, 4)")
+    layers = 1 + max((int(m.group(1)) for k in state if (m := re.match(r"^transformer_blocks\.(\d+)\.", k))),
+                     default=-1)
+    for i in range(layers):
+        mlp = sorted(k for k in state if k.startswith(f"transformer_blocks.{i}.mlp.mlp.") and k.endswith("weight"))
+        shapes = [tuple(state[k].shape) for k in mlp]
+        if mlp != [f"transformer_blocks.{i}.mlp.mlp.{j}.weight" for j in (0, 3)] or shapes != [(dim, dim)] * 2:
+            raise ValueError(f"block {i}'s MLP is {shapes}; ours is two layers of {dim} ({dim} x {dim})")
+    out_w, out_b = state.pop("output_layer.weight"), state.pop("output_layer.bias")
+    outputs, flat = int(out_w.shape[0]), int(out_w.shape[1])
+    if flat % dim:
+        raise ValueError(f"output_layer takes {flat} features, not a whole number of {dim}-wide tokens")
+    model = EQPolarity(num_classes=2 if outputs <= 2 else outputs, input_length=4 * (flat // dim),
+                       projection_dim=dim, num_heads=4, transformer_layers=layers)
+    rules = [(rf"^{tok}\.([03])\.", r"tokenizer.\1."),
+             (r"^transformer_blocks\.(\d+)\.layer_norm([12])\.", r"blocks.\1.norm\2."),
+             (r"^transformer_blocks\.(\d+)\.attention\.", r"blocks.\1.attn."),
+             (r"^transformer_blocks\.(\d+)\.mlp\.mlp\.([03])\.", r"blocks.\1.mlp.\2."),
+             (r"^layer_norm_final\.", "norm.")]
+    out = _rename(state, rules)
+    if outputs == 1:  # sigmoid(z') = P(down) (0.1.4's BCE on label 1 = down); ours: sigmoid(z) = P(up)
+        out["head.weight"], out["head.bias"] = -out_w, -out_b
+    elif outputs == 2:  # logits (up, down): softmax[0] = sigmoid(l_up - l_down)
+        out["head.weight"], out["head.bias"] = (out_w[0] - out_w[1])[None], (out_b[0] - out_b[1])[None]
+    else:
+        out["head.weight"], out["head.bias"] = out_w, out_b
+    return model, out
+
+
+BUILDERS = {"ppnet": _ppnet, "ross": _ross, "cfm": _cfm, "eqpolarity": _eqpolarity}
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -138,6 +202,7 @@ def import_seispolarity014(path: str | os.PathLike, out: str | os.PathLike, mode
     from .imported import imported_state
 
     key = model.lower().replace("-", "_")
+    key = ALIASES.get(key, key)
     if key in NOT_MAPPED:
         raise ValueError(f"--model {model}: not importable from 0.1.4: {NOT_MAPPED[key]}; mapped models: "
                          f"{', '.join(MODELS)}")
