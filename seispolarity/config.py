@@ -3,9 +3,11 @@
 Each option in ``conf/<group>/<option>.yaml`` starts from a schema stored here in the ConfigStore
 under ``schema/<group>/<option>`` (a group of its own, so schemas stay out of the user's option
 lists). Schemas for models, data sets, the trainer and augmentations are derived from the Python
-signatures they configure, so a new constructor argument is a new, type-checked config key with
-no second definition to keep in step. Bad overrides (``lr=abc``, ``trainer.epochs=1.5``,
-``optimizer.momentum=0.9`` with Adam) therefore fail at compose time with Hydra's own message.
+signatures they configure, and those of optimizers and schedulers from the library's registry
+(``seispolarity.training.optim``), so a new constructor argument or registry keyword is a new,
+type-checked config key with no second definition to keep in step. Bad overrides (``lr=abc``,
+``trainer.epochs=1.5``, ``optimizer.momentum=0.9`` with Adam) therefore fail at compose time with
+Hydra's own message.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
+
+from .training.optim import DEFAULT_LR
 
 _SIMPLE = (int, float, str, bool)
 
@@ -89,66 +93,38 @@ def schema_from_callable(name: str, target: Callable | str, *sources: Callable, 
     return dataclasses.make_dataclass(name, [(k, t, f) for k, (t, f) in fields_.items()])
 
 
-# -- optimizers and schedulers (partial factories; torch's own signatures are too loose to derive) --
-@dataclass
-class AdamSchema:
-    _target_: str = "torch.optim.Adam"
-    _partial_: bool = True
-    lr: float = II("lr")
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 1e-5
-    amsgrad: bool = False
+# -- optimizers and schedulers: generated from the one registry, seispolarity.training.optim ------
+def registry_schema(name: str, entry: Any, extra: dict[str, tuple[Any, Any]] | None = None) -> type:
+    """``_target_`` (the torch class), ``_partial_`` and one typed field per keyword of a registry
+    entry (``optim.Factory``), with the registry's default; ``T_max``'s "the run's epochs" is
+    ``${trainer.epochs}``. The runner turns the node back into ``TrainingConfig`` fields with
+    ``optim.fields_from_node``; the node is also a valid ``_partial_`` for ``instantiate``."""
+    from .training import optim
+
+    fields_: dict[str, tuple[Any, Any]] = dict(extra or {})
+    for key, default in entry.defaults.items():
+        if default is optim.EPOCHS:
+            fields_[key] = (int, II("trainer.epochs"))
+        else:
+            fields_[key] = (_omegaconf_type(type(default)) if not isinstance(default, tuple)
+                            else List[float], default)
+    return schema_from_callable(name, entry.target, overrides=fields_, partial=True)
 
 
-@dataclass
-class AdamWSchema(AdamSchema):
-    _target_: str = "torch.optim.AdamW"
-    weight_decay: float = 1e-2
+def optimizer_schemas() -> dict[str, type]:
+    """``schema/optimizer/<name>`` for each ``optim.OPTIMIZERS`` entry; ``lr`` is ``${lr}``."""
+    from .training import optim
+
+    return {name: registry_schema(f"{entry.cls.__name__}Schema", entry, {"lr": (float, II("lr"))})
+            for name, entry in optim.OPTIMIZERS.items()}
 
 
-@dataclass
-class SGDSchema:
-    _target_: str = "torch.optim.SGD"
-    _partial_: bool = True
-    lr: float = II("lr")
-    momentum: float = 0.9
-    dampening: float = 0.0
-    weight_decay: float = 1e-5
-    nesterov: bool = False
+def scheduler_schemas() -> dict[str, type]:
+    """``schema/scheduler/<name>`` for each ``optim.SCHEDULERS`` entry."""
+    from .training import optim
 
-
-@dataclass
-class StepLRSchema:
-    _target_: str = "torch.optim.lr_scheduler.StepLR"
-    _partial_: bool = True
-    step_size: int = 10
-    gamma: float = 0.1
-
-
-@dataclass
-class CosineSchema:
-    _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
-    _partial_: bool = True
-    T_max: int = II("trainer.epochs")
-    eta_min: float = 0.0
-
-
-@dataclass
-class PlateauSchema:
-    _target_: str = "torch.optim.lr_scheduler.ReduceLROnPlateau"
-    _partial_: bool = True
-    mode: str = "min"
-    factor: float = 0.1
-    patience: int = 5
-    threshold: float = 1e-4
-    min_lr: float = 0.0
-
-
-# Fields of TrainingConfig that other groups own under Hydra (optimizer, scheduler, lr, ckpt_path,
-# the top-level init_from).
-TRAINER_EXCLUDED = ("learning_rate", "optimizer", "weight_decay", "momentum", "lr_scheduler",
-                    "lr_scheduler_params", "resume_from", "init_from")
+    return {name: registry_schema(f"{entry.cls.__name__}Schema", entry)
+            for name, entry in optim.SCHEDULERS.items()}
 
 
 @dataclass
@@ -166,7 +142,7 @@ class RunSchema:
 
     task_name: str = "train"
     seed: int = 42
-    lr: float = 1e-3
+    lr: float = DEFAULT_LR  # interpolated into the optimizer (optimizer.lr: ${lr})
     train: bool = True
     test: bool = True
     ckpt_path: Optional[str] = None
@@ -317,19 +293,23 @@ def register_configs() -> None:
     from .data.augment import AugmentConfig
     from .models import MODEL_REGISTRY
     from .training.config import TrainingConfig
+    from .training.optim import OPTIMIZER_FIELDS, SCHEDULER_FIELDS
 
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=run_schema(data_schemas()))
-    for name, node in (("adam", AdamSchema), ("adamw", AdamWSchema), ("sgd", SGDSchema)):
+    for name, node in optimizer_schemas().items():
         cs.store(group="schema/optimizer", name=name, node=node)
-    for name, node in (("step", StepLRSchema), ("cosine", CosineSchema), ("reduce_on_plateau", PlateauSchema)):
+    for name, node in scheduler_schemas().items():
         cs.store(group="schema/scheduler", name=name, node=node)
     for name, cls in MODEL_REGISTRY.items():
         cs.store(group="schema/model", name=name, node=schema_from_callable(f"{cls.__name__}Schema", cls, cls))
     for name, node in data_schemas().items():
         cs.store(group="schema/data", name=name, node=node)
+    # trainer.*: TrainingConfig's fields, less those the optimizer and scheduler groups describe and
+    # those the top-level ckpt_path (resume_from) and init_from set
     trainer = schema_from_callable(
-        "TrainerSchema", TrainingConfig, TrainingConfig, exclude=TRAINER_EXCLUDED,
+        "TrainerSchema", TrainingConfig, TrainingConfig,
+        exclude=(*OPTIMIZER_FIELDS, *SCHEDULER_FIELDS, "resume_from", "init_from"),
         overrides={"seed": (int, II("seed")), "device": (str, "auto"),
                    "save_dir": (Optional[str], "${paths.output_dir}/checkpoints"),
                    "tensorboard_dir": (Optional[str], "${paths.output_dir}/tensorboard"),

@@ -297,9 +297,15 @@ def _optimizer(run_config: Mapping[str, Any], training: Mapping[str, Any]) -> st
     name = str(node.get("_target_", "")).rsplit(".", 1)[-1] or training.get("optimizer")
     if not name:
         return None
-    extra = [f"weight decay {training['weight_decay']:g}"] if training.get("weight_decay") else []
-    if str(name).lower() == "sgd" and training.get("momentum"):
-        extra.append(f"momentum {training['momentum']:g}")
+    from .training.optim import OPTIMIZERS
+
+    # None (the Python API's default): the optimizer's own value, from the registry
+    defaults = getattr(OPTIMIZERS.get(str(training.get("optimizer"))), "defaults", {})
+    decay, momentum = (training.get(k) if training.get(k) is not None else defaults.get(k)
+                       for k in ("weight_decay", "momentum"))
+    extra = [f"weight decay {decay:g}"] if decay else []
+    if str(name).lower() == "sgd" and momentum:
+        extra.append(f"momentum {momentum:g}")
     return f"{name} ({', '.join(extra)})" if extra else str(name)
 
 

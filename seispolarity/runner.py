@@ -26,7 +26,6 @@ from hydra.experimental.callback import Callback
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from .config import TRAINER_EXCLUDED
 from .evaluation import (
     adopt_checkpoint,
     build_eval_sets,
@@ -49,6 +48,7 @@ from .resume import resumed_config
 from .training import Trainer, TrainingConfig, seed_everything
 from .training.checkpoint import load_checkpoint
 from .training.distributed import DistContext, barrier, init_distributed
+from .training.optim import fields_from_node
 
 log = logging.getLogger("seispolarity.runner")
 
@@ -58,14 +58,6 @@ def output_dir() -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     except ValueError:  # composed without @hydra.main (tests using the compose API)
         return Path.cwd()
-
-
-def _resolve_lr(cfg: DictConfig) -> None:
-    """``optimizer.lr`` set explicitly wins over the top-level ``lr``; keep the two in step."""
-    opt_lr = cfg.optimizer.get("lr") if cfg.get("optimizer") is not None else None
-    if opt_lr is not None and float(opt_lr) != float(cfg.lr):
-        log.warning("optimizer.lr=%s differs from lr=%s: the optimizer's value is used", opt_lr, cfg.lr)
-        cfg.lr = float(opt_lr)
 
 
 def build_model(cfg: DictConfig):
@@ -101,20 +93,19 @@ def build_datasets(cfg: DictConfig, model, augment) -> tuple[Any, Any]:
 
 
 def training_config(cfg: DictConfig) -> TrainingConfig:
-    values = OmegaConf.to_container(cfg.trainer, resolve=True)
+    """``trainer.*``, the ``optimizer`` and ``scheduler`` nodes (entries of the registry in
+    ``training/optim.py``, which the Trainer builds them from) and ``ckpt_path`` / ``init_from``."""
+    def plain(key: str) -> Any:
+        node = cfg.get(key)
+        return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+    values = plain("trainer")
     values.pop("_target_", None)
-    opt = cfg.optimizer
-    values.update(learning_rate=float(cfg.lr),
-                  optimizer=str(opt._target_).rsplit(".", 1)[-1].lower() if opt is not None else "adam",
-                  weight_decay=float(opt.get("weight_decay", 0.0)) if opt is not None else 0.0,
-                  momentum=float(opt.get("momentum", 0.0) or 0.0) if opt is not None else 0.0)
-    if values["optimizer"] not in ("adam", "adamw", "sgd"):
-        values["optimizer"] = "adam"  # a custom torch.optim class: the factory is what counts
+    values.update(fields_from_node(plain("optimizer"), plain("scheduler")))
     if cfg.get("ckpt_path") and cfg.get("train"):
         values["resume_from"] = to_absolute_path(cfg.ckpt_path)
     if cfg.get("init_from") and cfg.get("train"):
         values["init_from"] = checkpoint_arg(cfg.init_from)
-    assert not set(TRAINER_EXCLUDED) & set(cfg.trainer) - {"_target_"}
     return TrainingConfig(**values)
 
 
@@ -246,7 +237,6 @@ def _adapt_to_launcher(cfg: DictConfig, train_config: TrainingConfig) -> None:
 
 def _run(cfg: DictConfig, out: Path) -> float:
     started = time.monotonic()
-    _resolve_lr(cfg)
     ctx = _join_process_group(cfg)
     seed_everything(int(cfg.seed))
     train_config = training_config(cfg)  # first: a bad trainer value fails before any data is touched
@@ -266,8 +256,6 @@ def _run(cfg: DictConfig, out: Path) -> float:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     trainer = Trainer(
         model=model, dataset=dataset, config=train_config, test_dataset=test_dataset,
-        optimizer=instantiate(cfg.optimizer, _convert_="all") if cfg.optimizer is not None else None,
-        scheduler=instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") is not None else None,
         augment=augment, extra_state={"run_config": resolved, "data_identity": data_identity(resolved.get("data"))})
     if trainer.is_main:
         _write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

@@ -195,11 +195,11 @@ def test_the_lr_alias_reaches_every_optimizer(paths):
     for option in options("optimizer"):
         cfg = composed([f"optimizer={option}", "lr=0.0123", *paths])
         assert cfg.optimizer.lr == 0.0123
-    from seispolarity.runner import _resolve_lr
+    from seispolarity.runner import training_config
 
     cfg = composed(["optimizer.lr=5e-2", "lr=1e-4", *paths])
-    _resolve_lr(cfg)  # an explicit optimizer.lr wins and lr follows it (documented in conf/train.yaml)
-    assert cfg.lr == 5e-2 and cfg.optimizer.lr == 5e-2
+    # an explicit optimizer.lr is the learning rate; lr is only its default (documented in conf/train.yaml)
+    assert training_config(cfg).learning_rate == 5e-2 and cfg.optimizer.lr == 5e-2
 
 
 BAD = [(["lr=abc"], ConfigCompositionException, "lr=abc"),

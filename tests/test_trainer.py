@@ -42,10 +42,12 @@ def config(tmp_path=None, **kw) -> TrainingConfig:
 # ----------------------------------------------------------------------------------------------
 def test_defaults_are_the_docs_defaults():
     c = TrainingConfig()
-    expected = dict(batch_size=256, num_workers=4, pin_memory=True, epochs=50, learning_rate=1e-4, optimizer="adam",
-                    weight_decay=1e-5, lr_scheduler=None, lr_scheduler_params=None, gradient_clip_value=None,
+    # learning_rate, weight_decay (None: the optimizer's) and momentum: the registry's (training/optim.py, also
+    # the runner's); device "auto" (TrainingConfig's docstring says why)
+    expected = dict(batch_size=256, num_workers=4, pin_memory=True, epochs=50, learning_rate=1e-3, optimizer="adam",
+                    weight_decay=None, lr_scheduler=None, lr_scheduler_params=None, gradient_clip_value=None,
                     early_stopping_patience=10, early_stopping_min_delta=1e-4, save_dir="./checkpoints",
-                    save_every=5, save_best_only=True, validation_split=0.1, validation_every=1, device="cuda",
+                    save_every=5, save_best_only=True, validation_split=0.1, validation_every=1, device="auto",
                     log_every=100, tensorboard_dir=None, resume_from=None, amp=False)
     for key, value in expected.items():
         assert getattr(c, key) == value, key
@@ -67,7 +69,7 @@ BAD_VALUES = [
     ("amp", "fp8"), ("resume_from", 7), ("test_split", 1.5), ("class_balance", "oversample"),
     ("on_nan_loss", "ignore"), ("deterministic", "yes"), ("compile", 1), ("show_progress", None),
     ("distributed", "maybe"), ("gradient_clip_algorithm", "l1"), ("max_steps_per_epoch", 0),
-    ("init_from", 7), ("freeze", "backbone"),
+    ("init_from", 7), ("freeze", "backbone"), ("optimizer_params", "betas=0.9"), ("optimizer_params", {"beta": 0.9}),
 ]
 
 

@@ -6,20 +6,40 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = (None, "none", "step", "cosine", "reduce_on_plateau")
+from .optim import DEFAULT_LR, OPTIMIZERS, SCHEDULERS, optimizer_problem, scheduler_problem
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FREEZE = ("none", "features")
 
 
 @dataclass
 class TrainingConfig:
-    """How to train. The fields and defaults of the docs, plus what long runs need.
+    """How to train. The fields of the docs, plus what long runs need.
 
     The docs' fields: batch_size, num_workers, pin_memory, epochs, learning_rate, optimizer,
     weight_decay, momentum, lr_scheduler, lr_scheduler_params, gradient_clip_value,
     early_stopping_patience, early_stopping_min_delta, save_dir, save_every, save_best_only,
     validation_split, validation_every, device, log_every, tensorboard_dir.
+
+    The optimizer and the schedule come from one registry, ``seispolarity.training.optim``
+    (``OPTIMIZERS``, ``SCHEDULERS``), which the runner's ``optimizer`` and ``scheduler`` groups
+    are generated from too, so both have the same names and defaults: ``learning_rate``
+    ``DEFAULT_LR`` (1e-3, the runner's ``lr``); ``weight_decay=None`` and ``momentum=None`` mean
+    the optimizer's own (weight decay 1e-5 for Adam and SGD, 1e-2 for AdamW; SGD's momentum 0.9;
+    Adam and AdamW take no momentum, so setting one with them is an error); ``optimizer_params``
+    sets the optimizer's other keywords (``betas``, ``eps``, ``amsgrad``; ``dampening``,
+    ``nesterov``); ``lr_scheduler_params`` sets the schedule's over its defaults (step:
+    ``step_size`` 10, ``gamma`` 0.1; cosine: ``T_max`` = ``epochs``, ``eta_min`` 0;
+    reduce_on_plateau: ``factor`` 0.1, ``patience`` 5, ...). Unknown names or keywords fail here,
+    in one line.
+
+    Why these defaults differ from the runner's ``conf/trainer/default.yaml``: these are for a
+    real training run from Python (the docs' 50 epochs, ended earlier by early stopping after 10
+    epochs without improvement; batch 256; no held-out test split), whereas ``python train.py``'s
+    default job is a demonstration on the generated synthetic set that finishes in minutes on a
+    laptop CPU (10 epochs, batch 128, patience 5, a 10 % test split). The device is ``"auto"`` in
+    both (CUDA, else MPS, else the CPU): a script written on a laptop runs unchanged on a GPU
+    machine; ``device="cuda"`` asks for a GPU and fails in one line without one.
 
     Added: seed, amp ("bf16"/"fp16"/True), resume_from (a checkpoint path), test_split,
     class_balance ("none", "weights" for a weighted loss, "sampler" for balanced batches),
@@ -41,10 +61,11 @@ class TrainingConfig:
     num_workers: int = 4
     pin_memory: bool = True
     epochs: int = 50
-    learning_rate: float = 1e-4
+    learning_rate: float = DEFAULT_LR
     optimizer: str = "adam"
-    weight_decay: float = 1e-5
-    momentum: float = 0.9
+    weight_decay: float | None = None  # None: the optimizer's (OPTIMIZERS)
+    momentum: float | None = None  # None: the optimizer's (SGD 0.9); Adam and AdamW have none
+    optimizer_params: dict[str, Any] | None = None
     lr_scheduler: str | None = None
     lr_scheduler_params: dict[str, Any] | None = None
     gradient_clip_value: float | None = None
@@ -55,7 +76,7 @@ class TrainingConfig:
     save_best_only: bool = True
     validation_split: float = 0.1
     validation_every: int = 1
-    device: str = "cuda"
+    device: str = "auto"
     log_every: int = 100
     tensorboard_dir: str | None = None
     # beyond the docs
@@ -94,9 +115,12 @@ class TrainingConfig:
             fail("seed", "a whole number")
         if self.lr_scheduler_params is not None and not isinstance(self.lr_scheduler_params, Mapping):
             fail("lr_scheduler_params", "a dict of keyword arguments for the scheduler")
+        if self.optimizer_params is not None and not isinstance(self.optimizer_params, Mapping):
+            fail("optimizer_params", "a dict of keyword arguments for the optimizer")
         for name in ("learning_rate", "weight_decay", "momentum", "early_stopping_min_delta", "validation_split",
                      "test_split"):
-            if not real(getattr(self, name)):
+            if not real(getattr(self, name)) and not (name in ("weight_decay", "momentum")
+                                                      and getattr(self, name) is None):
                 fail(name, "a finite number")
         if self.gradient_clip_value is not None and not real(self.gradient_clip_value):
             fail("gradient_clip_value", "None or a number > 0")
@@ -115,19 +139,9 @@ class TrainingConfig:
             if not isinstance(getattr(self, name), (int, float)) or not getattr(self, name) > 0:
                 fail(name, "a number > 0")
         for name in ("weight_decay", "momentum", "early_stopping_min_delta"):
-            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 fail(name, "a number >= 0")
-        self.optimizer = str(self.optimizer).lower()
-        if self.optimizer not in OPTIMIZERS:
-            fail("optimizer", f"one of {OPTIMIZERS}")
-        if isinstance(self.lr_scheduler, str):
-            self.lr_scheduler = self.lr_scheduler.lower()
-        if self.lr_scheduler in ("none", ""):
-            self.lr_scheduler = None
-        if self.lr_scheduler not in SCHEDULERS:
-            fail("lr_scheduler", f"one of {[s for s in SCHEDULERS if s]} or None")
-        if self.lr_scheduler_params is not None:
-            self.lr_scheduler_params = dict(self.lr_scheduler_params)
+        self._check_optimizer(fail)
         if self.gradient_clip_value is not None and not self.gradient_clip_value > 0:
             fail("gradient_clip_value", "None or a number > 0")
         if self.early_stopping_patience is not None and (
@@ -155,6 +169,30 @@ class TrainingConfig:
             fail("freeze", f"one of {FREEZE}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             fail("max_steps_per_epoch", "None or a whole number >= 1")
+
+    def _check_optimizer(self, fail) -> None:
+        """The optimizer and the schedule: names and keywords of the registry (``optim``)."""
+        self.optimizer = str(self.optimizer).lower()
+        if self.optimizer not in OPTIMIZERS:
+            fail("optimizer", f"one of {tuple(OPTIMIZERS)}")
+        if self.optimizer_params is not None:
+            self.optimizer_params = dict(self.optimizer_params)
+            problem = optimizer_problem(self.optimizer, self.optimizer_params)
+            if problem:
+                fail("optimizer_params", problem)
+        if self.momentum is not None and "momentum" not in OPTIMIZERS[self.optimizer].defaults:
+            fail("momentum", f"None: optimizer={self.optimizer!r} has no momentum (optimizer='sgd' has)")
+        if isinstance(self.lr_scheduler, str):
+            self.lr_scheduler = self.lr_scheduler.lower()
+        if self.lr_scheduler in ("none", ""):
+            self.lr_scheduler = None
+        if self.lr_scheduler is not None and self.lr_scheduler not in SCHEDULERS:
+            fail("lr_scheduler", f"one of {list(SCHEDULERS)} or None")
+        if self.lr_scheduler_params is not None:
+            self.lr_scheduler_params = dict(self.lr_scheduler_params)
+        problem = scheduler_problem(self.lr_scheduler, self.lr_scheduler_params)
+        if problem:
+            fail("lr_scheduler_params", problem)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
