@@ -15,8 +15,7 @@ from hydra.utils import instantiate
 from conftest import ROOT
 from seispolarity import config as hydra_config
 from seispolarity import runner
-from seispolarity.training import TrainingConfig
-from seispolarity.training import optim
+from seispolarity.training import TrainingConfig, optim
 from seispolarity.training.optim import (
     DEFAULT_LR,
     OPTIMIZERS,

@@ -1,0 +1,76 @@
+"""Start-up (issue 16 item 3): a single ``python train.py`` run composes its config once, and that one
+composition is the config Hydra's own two compositions would have given; ``benchmarks/startup.py``
+measures it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from conftest import ROOT, cli_env, explain
+
+#: In a fresh interpreter: each command as @hydra.main handles it (Hydra.get_mode's composition, then
+#: the run's), first with Hydra's own code, then with seispolarity.launch.compose_once installed.
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+    from seispolarity import launch
+    from seispolarity.config import register_configs
+
+    register_configs()
+    CASES = json.loads(sys.argv[1])
+
+    def command(overrides):
+        GlobalHydra.instance().clear()
+        hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=create_config_search_path(sys.argv[2]))
+        overrides = list(overrides)
+        mode = hydra.get_mode("train", overrides)
+        if mode is None:
+            overrides.append("hydra.mode=RUN")
+        elif mode != RunMode.RUN:
+            return {"config": "multirun", "reused": False}
+        pending = launch._FIRST.get("pending")
+        try:
+            cfg = hydra.compose_config("train", overrides, run_mode=RunMode.RUN)
+        except Exception as exc:
+            return {"config": type(exc).__name__, "reused": False}
+        return {"config": json.dumps(OmegaConf.to_container(cfg), sort_keys=True, default=str),
+                "reused": pending is not None and cfg is pending[1][3]}
+
+    before = [command(c) for c in CASES]
+    launch.compose_once()
+    launch.compose_once()  # idempotent
+    after = [command(c) for c in CASES]
+    print(json.dumps({"same": [a["config"] == b["config"] for a, b in zip(before, after)],
+                      "reused": [b["reused"] for b in after], "before_reused": [a["reused"] for a in before]}))
+""")
+
+CASES = [[], ["optimizer=sgd", "lr=1e-3"], ["experiment=example", "debug=fast", "trainer.epochs=3"],
+         ["hydra.job.name=x", "scheduler=step"], ["hparams_search=optuna"], ["lr=1e-3,1e-4"], ["lr=abc"]]
+REUSED = [True, True, True, True, False, False, False]  # a multirun, a sweep override, an error: Hydra's path
+
+
+def test_one_composition_is_the_config_two_would_give():
+    p = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CASES), str(ROOT / "conf")], cwd=ROOT,
+                       env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, explain(p)
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    assert result["same"] == [True] * len(CASES), result
+    assert result["reused"] == REUSED and not any(result["before_reused"]), result
+
+
+def test_the_startup_benchmark_counts_one_composition(tmp_path):
+    out = tmp_path / "startup.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "startup.py"), "--repeats", "1", "--num-traces",
+                        "200", "--cache-dir", str(tmp_path / "cache"), "--json", str(out)],
+                       cwd=ROOT, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, explain(p)
+    assert "train.py (one composition)" in p.stdout and "baseline (import torch" in p.stdout, p.stdout
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["once"]["compose_calls"] == 1 and summary["twice"]["compose_calls"] == 2, summary
+    assert 0 < summary["once"]["startup_s"] < 60 and summary["baseline_s"] > 0, summary
