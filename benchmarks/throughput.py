@@ -153,11 +153,11 @@ class Bench:
         # Batches already in memory for the limit: the Trainer's own inputs of a few real batches.
         prep = make_trainer(model, dataset, args, device, steps=None)
         self.net = prep.net  # compiled once when --compile, shared by the limit
-        self.autocast = prep._autocast
+        self.autocast = prep.autocast
         self.scaler = prep.scaler
         self.memory = []
         for idx in prep.epoch_batches(1)[: min(4, self.steps)]:
-            x, labels, targets = prep._inputs(prep._to_device(dataset.get_batch(idx)), train=True)
+            x, labels, targets = prep.prepare_inputs(dataset.get_batch(idx), train=True)
             self.memory.append((x.detach().clone(), labels.clone(), {k: v.clone() for k, v in targets.items()}))
         self.aux = getattr(model, "aux_targets", None) is not None and bool(getattr(model, "aux_targets", ()))
         self.uses_aux = self.aux and dataset.has_pick
@@ -247,15 +247,16 @@ class Bench:
 
 def data_path(trainer, epoch: int, max_batches: int | None = None) -> float:
     """Samples/s of the Trainer's data path alone: epoch order, batches, device copy, crop + augment +
-    normalise (``Trainer._iterate`` + ``_to_device`` + ``_inputs``), no model."""
+    normalise (``Trainer.epoch_batches``, ``Trainer.iterate`` (``training.batches.iterate_batches``) and
+    ``Trainer.prepare_inputs``), no model."""
     batches = trainer.epoch_batches(epoch)
     if max_batches:
         batches = batches[:max_batches]
     _sync(trainer.device)
     started = time.perf_counter()
     count = 0
-    for batch in trainer._iterate(trainer.train_dataset, batches):
-        x, labels, _ = trainer._inputs(trainer._to_device(batch), train=True)
+    for batch in trainer.iterate(trainer.train_dataset, batches):
+        x, labels, _ = trainer.prepare_inputs(batch, train=True)
         count += len(labels)
     _sync(trainer.device)
     return count / (time.perf_counter() - started)
@@ -301,6 +302,7 @@ def startup_probe(overrides: list[str]) -> dict:
     import seispolarity.config as sconfig
     import seispolarity.runner as runner
     from seispolarity.training import trainer as tr
+    from seispolarity.training import tracking
 
     marks: dict[str, float] = {}
 
@@ -336,13 +338,13 @@ def startup_probe(overrides: list[str]) -> dict:
     from hydra._internal.hydra import Hydra
 
     total(Hydra, "compose_config", "hydra_compose")  # Hydra composes twice: get_mode, then the run
-    total(tr.Trainer, "_open_writer", "tensorboard")  # imports torch.utils.tensorboard
+    total(tracking.ScalarLog, "open", "tensorboard")  # imports torch.utils.tensorboard
 
     def first_epoch(self):
         marks.setdefault("ready", time.perf_counter())
         self.finished = True
 
-    tr.Trainer._train_one_epoch = first_epoch
+    tr.Trainer.run_epoch = first_epoch
     sys.argv = [os.path.join(ROOT, "train.py"), *overrides]
     try:
         runpy.run_path(os.path.join(ROOT, "train.py"), run_name="__main__")

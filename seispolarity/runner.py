@@ -325,8 +325,7 @@ def _evaluate(cfg: DictConfig, trainer: Trainer, train_config: TrainingConfig, o
         test_metrics = trainer.evaluate(eval_set, return_predictions=True)
         test_metrics["evaluated"] = evaluated_text(how, eval_set)
         log.info("evaluated: %s", test_metrics["evaluated"])
-        if trainer.writer is not None:
-            trainer._log_eval_scalars("Test", test_metrics, trainer.epoch)
+        trainer.log_eval_scalars("Test", test_metrics, trainer.epoch)
         # report.md, PNGs, TensorBoard figures; metrics.json's "test" gains bins and the baseline
         test_metrics = write_report(out, trainer, eval_set, test_metrics, history, report, header=header())
     extra = evaluate_eval_sets(trainer, extra_sets, out, report)

@@ -274,8 +274,8 @@ def test_evaluate_is_deterministic_and_applies_no_augmentation(tmp_path):
     assert first["accuracy"] == third["accuracy"] and first["loss"] == third["loss"]
     # while a training batch through the same Trainer is augmented
     batch = ds.get_batch(torch.arange(16))
-    x_train, _, _ = augmented._inputs(batch, train=True)
-    x_eval, _, _ = augmented._inputs(batch, train=False)
+    x_train, _, _ = augmented.prepare_inputs(batch, train=True)
+    x_eval, _, _ = augmented.prepare_inputs(batch, train=False)
     assert not torch.equal(x_train, x_eval)
 
 
@@ -316,12 +316,12 @@ def test_class_weights_change_the_loss(tmp_path):
     assert weighted.class_weights[UP] < weighted.class_weights[DOWN] < weighted.class_weights[UNKNOWN]
     logits = torch.randn(90, 3, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(90) % 3
-    assert weighted._loss(logits, labels, None).item() == pytest.approx(
+    assert weighted.compute_loss(logits, labels, None).item() == pytest.approx(
         F.cross_entropy(logits, labels, weight=expected.float()).item(), rel=1e-6)
-    assert weighted._loss(logits, labels, None).item() != pytest.approx(F.cross_entropy(logits, labels).item())
+    assert weighted.compute_loss(logits, labels, None).item() != pytest.approx(F.cross_entropy(logits, labels).item())
     plain = Trainer(small_ross(), ds, TrainingConfig(class_balance="none", **conf))
     assert plain.class_weights is None
-    assert plain._loss(logits, labels, None).item() == pytest.approx(F.cross_entropy(logits, labels).item())
+    assert plain.compute_loss(logits, labels, None).item() == pytest.approx(F.cross_entropy(logits, labels).item())
 
 
 # ----------------------------------------------------------------------------------------------

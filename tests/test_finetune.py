@@ -50,7 +50,7 @@ def test_init_from_starts_a_new_run_at_epoch_0_from_those_weights(source, tmp_pa
     assert trainer.epoch == 0 and trainer.global_step == 0 and trainer.history == []
     assert trainer.optimizer.state_dict()["state"] == {}  # a fresh optimizer
     batch = dataset.get_batch(torch.arange(16))
-    x, _, _ = trainer._inputs(trainer._to_device(batch), train=False)
+    x, _, _ = trainer.prepare_inputs(batch, train=False)
     trainer.model.eval()
     reference = _source_model(ckpt).eval()
     with torch.no_grad():

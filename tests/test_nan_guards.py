@@ -87,7 +87,7 @@ def test_deferred_guard_reports_the_bad_step_and_never_saves_nan(poisoned, tmp_p
     files = {name: ((ckpt / name).read_bytes(), (ckpt / name).stat().st_mtime_ns) for name in ("last.ckpt", "best.ckpt")}
     trainer = make(path, ckpt, epochs=3, max_steps_per_epoch=2, resume_from=str(ckpt / "last.ckpt"),
                    log_every=log_every)
-    trainer.defer_nan_check = True
+    trainer.nan_guard.deferred = True
     with pytest.raises(NonFiniteLossError) as info:
         trainer.train()
     message = str(info.value)

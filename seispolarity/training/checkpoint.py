@@ -6,6 +6,7 @@ fsynced, then renamed over the target, so a crash or SIGKILL never leaves a trun
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 
 from ..plain import to_plain
+
+log = logging.getLogger("seispolarity.training")
 
 FORMAT = "seispolarity-checkpoint"
 FORMAT_VERSION = 1
@@ -196,6 +199,32 @@ def _load_failure(exc: BaseException) -> str:
 
 
 # -- RNG states as plain tensors / lists (weights_only-safe) ------------------------------------
+def restore_optimizer_state(state: dict[str, Any], path: str, optimizer, scheduler, scaler) -> None:
+    """The optimizer's, the scheduler's and the grad scaler's state from a checkpoint; another optimizer
+is a one-line CheckpointError, another schedule a warning (the checkpoint's continues)."""
+    names = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+    theirs, mine = str((state.get("training_config") or {}).get("optimizer", "")), type(optimizer).__name__
+    if theirs in names and mine.lower() in names and theirs != mine.lower():
+        raise CheckpointError(f"{path}: the checkpoint was trained with {names[theirs]}, this run's optimizer is "
+                              f"{mine}; resume with the same optimizer (optimizer={theirs})")
+    try:
+        optimizer.load_state_dict(state["optimizer_state_dict"])
+    except (KeyError, ValueError) as exc:  # e.g. KeyError('step'): another optimizer's state
+        raise CheckpointError(f"{path}: the checkpoint's optimizer state does not fit {mine}: "
+                              f"{type(exc).__name__} {exc}") from None
+    saved = state.get("scheduler_state_dict")
+    if scheduler is not None and saved is not None:
+        configured = scheduler.state_dict()
+        scheduler.load_state_dict(saved)
+        for key in ("T_max", "step_size", "gamma", "milestones", "total_steps"):
+            if key in configured and configured[key] != saved.get(key, configured[key]):
+                log.warning("%s: the checkpoint's learning-rate schedule has %s=%s, this config %s; the "
+                            "checkpoint's schedule continues (e.g. a cosine schedule's T_max follows the "
+                            "epochs of the run that started it)", path, key, saved[key], configured[key])
+    if state.get("scaler_state_dict") is not None:
+        scaler.load_state_dict(state["scaler_state_dict"])
+
+
 def capture_rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {

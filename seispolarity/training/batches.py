@@ -1,0 +1,130 @@
+"""The batches of an epoch and how they reach the training process.
+
+Each epoch's batches are a function of (seed, epoch, rank) only, so a resumed run sees the very
+batches an uninterrupted one would (docs/architecture.md, "How a batch flows from file to loss"):
+
+- ``epoch_order``: a permutation of the traces; class-balanced draws with ``class_balance=sampler``;
+  shuffled blocks of contiguous rows when streaming from disk, so a batch is a few large reads;
+- ``shard_batches``: the order cut into global batches, each split across the DDP ranks;
+- ``iterate_batches``: batch dicts, sliced in this process from a preloaded dataset, or read by
+  DataLoader workers (one whole batch per worker call) when streaming;
+- ``to_device``: the one copy of a batch to the training device.
+
+``benchmarks/throughput.py`` times the data path through these same functions.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+#: Rows per block of the streaming order: 16 contiguous rows are one HDF5 read, and a batch of 256
+#: is 16 such reads instead of 256 scattered ones.
+STREAM_BLOCK = 16
+
+
+def as_batched_dataset(ds):
+    """A torch ``Subset`` of a WaveformDataset becomes a WaveformDataset view (the batched path)."""
+    if isinstance(ds, Subset) and hasattr(ds.dataset, "subset"):
+        return as_batched_dataset(ds.dataset).subset(list(ds.indices))
+    return ds
+
+
+def is_streaming(dataset) -> bool:
+    """A batched dataset whose windows are read from disk per batch (``preload=False``)."""
+    return hasattr(dataset, "get_batch") and not getattr(dataset, "preloaded", True)
+
+
+def epoch_order(n: int, seed: int, epoch: int, labels: torch.Tensor | None = None, num_classes: int = 3,
+                streaming: bool = False) -> torch.Tensor:
+    """The order of one epoch's traces, from (seed, epoch) alone.
+
+    ``labels`` given: class-balanced draws with replacement (``class_balance=sampler``), each
+    class equally likely. ``streaming``: shuffled blocks of ``STREAM_BLOCK`` contiguous rows.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if labels is not None:
+        counts = torch.bincount(labels, minlength=num_classes).double()
+        return torch.multinomial((1.0 / counts.clamp_min(1))[labels], n, replacement=True, generator=g)
+    if streaming:
+        starts = torch.randperm((n + STREAM_BLOCK - 1) // STREAM_BLOCK, generator=g) * STREAM_BLOCK
+        order = (starts[:, None] + torch.arange(STREAM_BLOCK)).flatten()
+        return order[order < n]
+    return torch.randperm(n, generator=g)
+
+
+def shard_batches(order: torch.Tensor, batch_size: int, world_size: int = 1, rank: int = 0,
+                  max_batches: int | None = None) -> list[torch.Tensor]:
+    """This rank's batches: global batches of ``batch_size x world_size``, each split across ranks.
+
+    The last, short global batch is split evenly (``tensor_split``) and dropped when it cannot give
+    every rank one trace, so all ranks take the same number of steps (DDP needs it).
+    """
+    global_bs = batch_size * world_size
+    batches = []
+    for a in range(0, len(order), global_bs):
+        chunk = order[a:a + global_bs]
+        if len(chunk) < world_size:
+            break
+        if len(chunk) == global_bs:
+            batches.append(chunk[rank * batch_size:(rank + 1) * batch_size])
+        else:
+            batches.append(torch.tensor_split(chunk, world_size)[rank])
+    return batches[:max_batches] if max_batches is not None else batches
+
+
+class BatchRequests(Dataset):
+    """Each item is one whole batch, read by a DataLoader worker (the streaming path).
+
+    Batches travel back as numpy arrays, pickled through the worker's pipe: a tensor would cost a
+    new shared-memory segment and file descriptor per batch and key (~3x slower on 2 cores).
+    """
+
+    def __init__(self, dataset, batches: list[torch.Tensor]) -> None:
+        self.dataset, self.batches = dataset, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in self.dataset.get_batch(self.batches[i]).items()}
+
+
+def _keep_numpy(batch):
+    """DataLoader ``collate_fn``: leave a worker's numpy batch as it is (tensors are made here)."""
+    return batch
+
+
+def iterate_batches(dataset, batches: list[torch.Tensor], num_workers: int = 0, batch_size: int | None = None,
+                    pin_memory: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield batch dicts for ``batches`` (index tensors) of ``dataset``.
+
+    A WaveformDataset that is preloaded, or read with ``num_workers=0``, is sliced in this process;
+    a streaming one with workers goes through a DataLoader whose items are whole batches. A plain
+    torch dataset of ``(waveform, label)`` items goes through a DataLoader of ``batch_size``.
+    """
+    if not hasattr(dataset, "get_batch"):
+        indices = torch.cat(batches).tolist() if batches else list(range(len(dataset)))
+        loader = DataLoader(Subset(dataset, indices), batch_size=batch_size or 1, shuffle=False,
+                            num_workers=num_workers)
+        for x, y in loader:
+            yield {"waveforms": x, "labels": y}
+        return
+    if not is_streaming(dataset) or num_workers == 0 or not batches:
+        for idx in batches:
+            yield dataset.get_batch(idx)
+        return
+    loader = DataLoader(BatchRequests(dataset, batches), batch_size=None, shuffle=False,
+                        num_workers=min(num_workers, len(batches)), collate_fn=_keep_numpy,
+                        persistent_workers=False)
+    for batch in loader:
+        batch = {k: torch.from_numpy(v) for k, v in batch.items()}
+        yield {k: v.pin_memory() for k, v in batch.items()} if pin_memory else batch
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Copy a batch to ``device``; asynchronously on CUDA (from pinned memory the copy overlaps)."""
+    non_blocking = device.type == "cuda"
+    return {k: v.to(device, non_blocking=non_blocking) for k, v in batch.items()}
