@@ -254,9 +254,18 @@ HELP_NOTES = {
 }
 
 
+def _help_page(_root_: Any) -> str:
+    """``${seispolarity.help_page:}``, the ``--help`` template: the page (``hydra.help.header``) with
+    ``{groups}`` replaced by the config groups (``_help_groups``)."""
+    from omegaconf import OmegaConf
+
+    page = str(OmegaConf.select(_root_, "hydra.help.header", default="") or "")
+    return page.replace("{groups}", _help_groups(_root_))
+
+
 def _help_groups(_root_: Any) -> str:
-    """``${seispolarity.help_groups:}`` in the ``--help`` page: every config group of ``conf/`` with
-    its options, the chosen (default) one first; the internal ``schema/*`` groups left out."""
+    """The config groups of ``conf/`` with their options, the chosen (default) one first; the
+    internal ``schema/*`` groups left out."""
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
@@ -281,8 +290,8 @@ def register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("seispolarity.output_dir"):
         OmegaConf.register_new_resolver("seispolarity.output_dir", _output_dir)
-    if not OmegaConf.has_resolver("seispolarity.help_groups"):
-        OmegaConf.register_new_resolver("seispolarity.help_groups", _help_groups)
+    if not OmegaConf.has_resolver("seispolarity.help_page"):
+        OmegaConf.register_new_resolver("seispolarity.help_page", _help_page)
 
 
 register_resolvers()  # on import: a launcher's worker process resolves the config without train.py
