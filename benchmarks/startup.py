@@ -13,8 +13,8 @@ Each repeat starts fresh interpreters (probes), one per variant, interleaved:
   own path, which composes the whole config once to read ``hydra.mode`` and again to run it.
 
 The figure is a probe's time from the end of the baseline imports to the first epoch (median over the
-repeats), and the processor time the probe used over it (``time.process_time``: on a shared, busy
-machine the wall time mostly measures waiting for a core). It covers composing the config, the run
+repeats), and the processor time the probe used over it (``time.process_time``; close to the wall
+time, as start-up is one thread). It covers composing the config, the run
 folder, seispolarity's imports, the model, the data (a cached synthetic set of ``--num-traces``; made
 once before the timed probes), ``TrainingConfig`` and the Trainer. Its parts: Hydra's compositions
 (count, seconds), whether TensorBoard was imported before the first epoch. The baseline's own seconds
@@ -156,8 +156,8 @@ def table(result: dict) -> str:
         *rows, "",
         f"baseline (import torch, hydra, omegaconf, torch._dynamo), same run: {s['baseline_s']:.2f} s (median; "
         f"CPU {s['baseline_cpu_s']:.2f} s)",
-        "CPU time: the probe's own processor time over the same span; on a busy machine it is what the "
-        "wall time would be on an idle one (start-up runs in one thread)"])
+        "CPU time: the probe's own processor time over the same span (start-up is one thread, so it is close "
+        "to the wall time; a busy machine slows both)"])
 
 
 def main(argv: list[str] | None = None) -> int:
