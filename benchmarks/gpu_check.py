@@ -31,7 +31,6 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -131,29 +130,17 @@ class Check:
                     "trainer_over_limit": ratios[len(ratios) // 2], "peak_mib": self._peak(device)})
         return out
 
-    def _count_syncs(self, model, dataset, args, device, steps) -> int:
-        torch = self.torch
-        trainer = self.tp.make_trainer(model, dataset, args, device, steps, log_every=10**6)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                trainer.train()
-            finally:
-                torch.cuda.set_sync_debug_mode(0)
-        return sum("synchroniz" in str(w.message) for w in caught)
-
     def syncs(self, row) -> dict:
         device, n = self.device(row), self.args.steps
         model = self.model(row["model"]).to(device)
         dataset = self.dataset(model)
         args = _bench_args(row, n)
         self._reset_peak(device)
-        self._count_syncs(model, dataset, args, device, 1)  # warm-up
-        short = self._count_syncs(model, dataset, args, device, n)
-        long = self._count_syncs(model, dataset, args, device, 2 * n)
-        return {"syncs_per_step": (long - short) / n, "syncs_epoch_n": short, "syncs_epoch_2n": long, "steps": n,
-                "peak_mib": self._peak(device)}
+        if device.type != "cuda":
+            raise RuntimeError("the syncs row needs CUDA")
+        out = self.tp.syncs_per_step(model, dataset, args, device, n)  # (syncs(2N) - syncs(N)) / N
+        return {"syncs_per_step": out["per_step"], "syncs_epoch_n": out["epoch_n"],
+                "syncs_epoch_2n": out["epoch_2n"], "steps": n, "peak_mib": self._peak(device)}
 
     def data(self, row) -> dict:
         device = self.device(row)

@@ -10,6 +10,8 @@ Prints ONE table, measured in one run, on one synthetic file, one model and one 
 - docs loop: the hand-written loop of the docs (``DataLoader(dataset, shuffle=True)``);
 - data path alone, preloaded, with the default augmentations (flip, noise, shift);
 - data path alone, streaming from disk (``preload=False``, page cache warm), 0 and 2 workers;
+- host syncs per training step on CUDA (``torch.cuda.set_sync_debug_mode("warn")``, counted; skipped
+  with a note on other devices);
 - start-up: ``python train.py`` composition + instantiation, minus importing torch and hydra;
 - peak memory of preloading the big file, against the bytes of its windows.
 
@@ -36,7 +38,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Row keys of the table, in order (the smoke test checks every one is there).
 ROWS = ("limit", "trainer", "docs_loop", "data_preloaded", "data_streaming_w0", "data_streaming_w2",
-        "startup", "preload_memory")
+        "syncs", "startup", "preload_memory")
 TARGETS = {
     "trainer_over_limit": 0.95, "trainer_over_docs": 1.0, "data_preloaded": 500_000,
     "data_streaming": 100_000, "startup_s": 0.5,
@@ -55,10 +57,9 @@ def big_file(cache_dir: str, base_traces: int, total: int, seed: int = 0) -> tup
     ``data=synthetic data.num_traces=N`` reads); the big file repeats it ``total / base`` times
     (event ids offset per copy so grouped splits stay valid).
     """
-    import h5py
-    import numpy as np
-
     import dataclasses
+
+    import h5py
 
     from seispolarity.data.presets import synthetic_path
     from seispolarity.data.synthetic import SyntheticConfig, ensure_synthetic
@@ -165,7 +166,6 @@ class Bench:
         self.epoch = 0
 
     def limit(self, steps: int | None = None) -> float:
-        import torch
         import torch.nn.functional as F
 
         from seispolarity.training.optim import build_optimizer
@@ -262,6 +262,36 @@ def data_path(trainer, epoch: int, max_batches: int | None = None) -> float:
     return count / (time.perf_counter() - started)
 
 
+def count_syncs(model, dataset, args, device, steps: int) -> int:
+    """Host syncs of one ``Trainer.train()`` epoch of ``steps`` steps: ``torch.cuda.set_sync_debug_mode("warn")``
+    warns at every call that synchronises with the device; the warnings are counted (CUDA only)."""
+    import warnings
+
+    import torch
+
+    trainer = make_trainer(model, dataset, args, device, steps, log_every=10**6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            trainer.train()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def syncs_per_step(model, dataset, args, device, steps: int) -> dict:
+    """Host syncs per training step on CUDA, over an epoch of N and one of 2N steps:
+    (syncs(2N) - syncs(N)) / N, so the syncs of an epoch's start and end drop out (target: 0).
+    Elsewhere the row is skipped with a note: only CUDA's sync debug mode can count them."""
+    if device.type != "cuda":
+        return {"skipped": f"skipped on {device.type}: host syncs are counted with CUDA's sync debug mode"}
+    count_syncs(model, dataset, args, device, 1)  # warm-up
+    short = count_syncs(model, dataset, args, device, steps)
+    long = count_syncs(model, dataset, args, device, 2 * steps)
+    return {"per_step": (long - short) / steps, "epoch_n": short, "epoch_2n": long, "steps": steps}
+
+
 def profiles(bench: Bench, trainer) -> dict[str, str]:
     """torch.profiler tables (self CPU time) of one trainer epoch and one preloaded data-path epoch."""
     from torch.profiler import ProfilerActivity, profile
@@ -301,8 +331,8 @@ def startup_probe(overrides: list[str]) -> dict:
 
     import seispolarity.config as sconfig
     import seispolarity.runner as runner
-    from seispolarity.training import trainer as tr
     from seispolarity.training import tracking
+    from seispolarity.training import trainer as tr
 
     marks: dict[str, float] = {}
 
@@ -513,6 +543,9 @@ def measure(args) -> dict:
     rows["trainer"]["over_docs_all"] = ratio_docs
     results["docs_classify_only"] = bool(args.docs_classify_only) or not bench.uses_aux
 
+    rows["syncs"] = syncs_per_step(model, dataset, args, device, max(2, args.steps))
+    log(f"syncs: {rows['syncs']}")
+
     # -- data path, preloaded ----------------------------------------------------------------------
     trainer = make_trainer(model, dataset, args, device, steps=None)
     data_path(trainer, 0, max_batches=2)
@@ -583,8 +616,9 @@ def table(results: dict) -> str:
     ]
     busy = max(m["load_avg_start"][0], (m.get("load_avg_end") or [0])[0])
     if busy > (m["nproc"] or 1) - 0.5 and m["threads"] > 1 and m["omp_wait_policy"].upper() != "PASSIVE":
-        lines.append(f"WARNING: load average {busy:.1f} on {m['nproc']} CPUs with {m['threads']} spinning OpenMP threads: "
-                     f"expect noisy, low numbers; --threads 1 or --omp-wait-policy passive measure the code, not the crowd")
+        lines.append(f"WARNING: load average {busy:.1f} on {m['nproc']} CPUs with {m['threads']} spinning OpenMP "
+                     f"threads: expect noisy, low numbers; --threads 1 or --omp-wait-policy passive measure the code, "
+                     f"not the crowd")
     lines += [
         "",
         "| row | samples/s (median) | spread | ratio | target | met |",
@@ -609,8 +643,17 @@ def table(results: dict) -> str:
     for workers in (0, 2):
         s = r[f"data_streaming_w{workers}"]
         row(f"data path, streaming {results['stream_traces']:,}-trace file, {workers} workers",
-            _fmt_rate(s["samples_per_s"]), _spread(s["all"]), f"{s['samples_per_s'] / lim['samples_per_s']:,.0f} x limit",
+            _fmt_rate(s["samples_per_s"]), _spread(s["all"]),
+            f"{s['samples_per_s'] / lim['samples_per_s']:,.0f} x limit"
+            + (f", {s['samples_per_s'] / r['data_streaming_w0']['samples_per_s']:.2f} x 0 workers" if workers else ""),
             ">= 100,000", s["samples_per_s"] >= TARGETS["data_streaming"])
+    sy = r["syncs"]
+    if "skipped" in sy:
+        row("host syncs per training step (CUDA)", "-", "", sy["skipped"], "0")
+    else:
+        row("host syncs per training step (CUDA)", f"{sy['per_step']:.2f}",
+            f"epochs of {sy['steps']} / {2 * sy['steps']} steps: {sy['epoch_n']} / {sy['epoch_2n']}", "", "0",
+            sy["per_step"] == 0)
     st = r["startup"]
     row("start-up: train.py compose + instantiate - import torch, hydra", f"{st['overhead_s']:.2f} s",
         f"{min(st['all_overhead_s']):.2f} .. {max(st['all_overhead_s']):.2f} s",
@@ -633,7 +676,8 @@ def table(results: dict) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ross", help="a registered model name (ross, ppnet, ...)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--num-traces", type=int, default=20000, help="traces of the training rows (first rows of the file)")
@@ -672,8 +716,8 @@ def main(argv=None) -> int:
     if policy and os.environ.get("OMP_WAIT_POLICY", "").upper() != policy:
         # OpenMP reads it when torch loads: start again with it set.
         env = dict(os.environ, OMP_WAIT_POLICY=policy)
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *(argv if argv is not None else sys.argv[1:])],
-                  env)
+        rest = argv if argv is not None else sys.argv[1:]
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *rest], env)
     if args.startup_probe is not None:
         print(json.dumps(startup_probe(json.loads(args.startup_probe))))
         return 0

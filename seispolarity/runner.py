@@ -225,7 +225,7 @@ def _adapt_to_launcher(cfg: DictConfig, train_config: TrainingConfig) -> None:
     (SLURM pre-emption or time limit) resumes from its own ``checkpoints/last.ckpt``."""
     launcher = _launcher_target()
     if "joblib" in launcher.lower() and train_config.num_workers:
-        log.info("joblib launcher: trainer.num_workers=%d -> 0 (DataLoader workers inside loky workers "
+        log.info("joblib launcher: trainer.num_workers=%s -> 0 (DataLoader workers inside loky workers "
                  "are unsafe)", train_config.num_workers)
         train_config.num_workers = 0
     if "submitit" in launcher.lower() and cfg.train and not cfg.get("ckpt_path") and train_config.save_dir:

@@ -14,9 +14,9 @@ batches an uninterrupted one would (docs/architecture.md, "How a batch flows fro
 """
 from __future__ import annotations
 
-from typing import Iterator
+import os
+from typing import Any, Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -78,23 +78,65 @@ def shard_batches(order: torch.Tensor, batch_size: int, world_size: int = 1, ran
 class BatchRequests(Dataset):
     """Each item is one whole batch, read by a DataLoader worker (the streaming path).
 
-    Batches travel back as numpy arrays, pickled through the worker's pipe: a tensor would cost a
-    new shared-memory segment and file descriptor per batch and key (~3x slower on 2 cores).
+    The windows come back through shared memory: ``slots`` buffers, allocated once before the
+    workers start, hold the waveforms of the batches in flight (item ``i`` in slot ``i % slots``);
+    only the slot number and the small per-trace arrays travel through the worker's pipe. Pickling
+    a batch's windows through the pipe (420 KB for 256 traces, in 64 KB pipe writes, each waiting for
+    the reader) cost more than reading them: 2-3 ms per batch, and 2 workers ran 4x slower than
+    none (docs/performance.md). A tensor per batch instead would cost a new shared-memory segment and
+    file descriptor per batch (~3x slower still).
     """
 
-    def __init__(self, dataset, batches: list[torch.Tensor]) -> None:
+    def __init__(self, dataset, batches: list[torch.Tensor], slots: int) -> None:
         self.dataset, self.batches = dataset, batches
+        probe = dataset.get_batch(batches[0][:1])["waveforms"]
+        largest = max(len(b) for b in batches)
+        self.buffer = torch.empty((slots, largest, *probe.shape[1:]), dtype=probe.dtype).share_memory_()
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        return {k: v.numpy() for k, v in self.dataset.get_batch(self.batches[i]).items()}
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        batch = self.dataset.get_batch(self.batches[i])
+        waveforms = batch.pop("waveforms")
+        slot = i % len(self.buffer)
+        self.buffer[slot, :len(waveforms)].copy_(waveforms)
+        return {"slot": slot, "count": len(waveforms), **{k: v.numpy() for k, v in batch.items()}}
+
+    def take(self, item: dict[str, Any], pin_memory: bool = False) -> dict[str, torch.Tensor]:
+        """A worker's item -> the batch dict, its windows copied out of the slot (which a later batch reuses)."""
+        waveforms = self.buffer[item.pop("slot"), :item.pop("count")]
+        batch = {"waveforms": waveforms.pin_memory() if pin_memory else waveforms.clone()}
+        for key, value in item.items():
+            value = torch.from_numpy(value)
+            batch[key] = value.pin_memory() if pin_memory else value
+        return batch
 
 
 def _keep_numpy(batch):
-    """DataLoader ``collate_fn``: leave a worker's numpy batch as it is (tensors are made here)."""
+    """DataLoader ``collate_fn``: leave a worker's item as it is (tensors are made here)."""
     return batch
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; a container's cpuset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def auto_num_workers(dataset, device: torch.device | str, cores: int | None = None) -> int:
+    """What ``num_workers="auto"`` means for ``dataset`` on this machine.
+
+    0 unless the dataset streams from disk and the model trains on an accelerator with cores to
+    spare: a preloaded batch is a slice of memory; on the CPU the model's step is ~1000x slower than
+    the data path (400 against 100,000+ samples/s for Ross on 2 cores), so workers cannot speed it
+    up and only take cores from its threads; and on 2 cores 1 or 2 workers made the streaming data
+    path 0.5-0.9x as fast as none (docs/performance.md). Otherwise one worker per core beyond the
+    two the training process uses, up to 4 (one worker reads ~200,000 windows/s).
+    """
+    cores = usable_cores() if cores is None else cores
+    if not is_streaming(dataset) or torch.device(device).type == "cpu" or cores < 4:
+        return 0
+    return min(4, cores - 2)
 
 
 def iterate_batches(dataset, batches: list[torch.Tensor], num_workers: int = 0, batch_size: int | None = None,
@@ -116,12 +158,14 @@ def iterate_batches(dataset, batches: list[torch.Tensor], num_workers: int = 0, 
         for idx in batches:
             yield dataset.get_batch(idx)
         return
-    loader = DataLoader(BatchRequests(dataset, batches), batch_size=None, shuffle=False,
-                        num_workers=min(num_workers, len(batches)), collate_fn=_keep_numpy,
-                        persistent_workers=False)
-    for batch in loader:
-        batch = {k: torch.from_numpy(v) for k, v in batch.items()}
-        yield {k: v.pin_memory() for k, v in batch.items()} if pin_memory else batch
+    workers, prefetch = min(num_workers, len(batches)), 2
+    # Slots: the loader keeps workers x prefetch batches in flight and asks for the next one before
+    # handing over the current one, so one more slot than that is never overwritten too early.
+    requests = BatchRequests(dataset, batches, slots=workers * prefetch + 2)
+    loader = DataLoader(requests, batch_size=None, shuffle=False, num_workers=workers, prefetch_factor=prefetch,
+                        collate_fn=_keep_numpy, persistent_workers=False)
+    for item in loader:
+        yield requests.take(item, pin_memory)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -58,7 +58,7 @@ class TrainingConfig:
     """
 
     batch_size: int = 256
-    num_workers: int = 4
+    num_workers: int | str = "auto"  # "auto": training.batches.auto_num_workers (0 unless streaming to a GPU)
     pin_memory: bool = True
     epochs: int = 50
     learning_rate: float = DEFAULT_LR
@@ -133,8 +133,9 @@ class TrainingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail(name, "a whole number >= 1")
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
-            fail("num_workers", "a whole number >= 0")
+        workers = self.num_workers
+        if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+            fail("num_workers", "'auto' or a whole number >= 0")
         for name in ("learning_rate",):
             if not isinstance(getattr(self, name), (int, float)) or not getattr(self, name) > 0:
                 fail(name, "a number > 0")

@@ -28,7 +28,15 @@ from ..data.augment import AugmentConfig, prepare_batch
 from ..folders import writable_folder_problem
 from ..plain import to_plain
 from . import setup
-from .batches import as_batched_dataset, epoch_order, is_streaming, iterate_batches, shard_batches, to_device
+from .batches import (
+    as_batched_dataset,
+    auto_num_workers,
+    epoch_order,
+    is_streaming,
+    iterate_batches,
+    shard_batches,
+    to_device,
+)
 from .checkpoint import capture_rng_state, load_checkpoint, restore_optimizer_state, restore_rng_state, save_checkpoint
 from .config import TrainingConfig
 from .distributed import barrier
@@ -183,8 +191,9 @@ class Trainer:
 
     def iterate(self, dataset, batches: list[torch.Tensor]):
         """Batch dicts of ``dataset`` for ``batches`` (index tensors): sliced here, or read by workers."""
-        return iterate_batches(dataset, batches, num_workers=self.config.num_workers,
-                               batch_size=self.config.batch_size,
+        workers = self.config.num_workers
+        workers = auto_num_workers(dataset, self.device) if workers == "auto" else workers
+        return iterate_batches(dataset, batches, num_workers=workers, batch_size=self.config.batch_size,
                                pin_memory=self.config.pin_memory and self.device.type == "cuda")
 
     def run_epoch(self) -> None:
