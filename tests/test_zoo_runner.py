@@ -127,6 +127,21 @@ def test_every_registered_model_has_a_conf_option():
     assert set(TWO_CLASS) == {"eqpolarity", "cfm", "rpnet", "polarcap"}
 
 
+def test_every_model_has_a_recipe_and_compare_models_sweeps_them_all():
+    assert set(MODELS) == {p.stem for p in (CONF / "recipe").glob("*.yaml")}
+    for model in MODELS:
+        cfg = compose_run([f"recipe={model}"])
+        assert cfg.model == compose_run([f"model={model}"]).model, model
+        assert 0 < cfg.lr <= 1e-3 and cfg.trainer.epochs >= 1 and cfg.trainer.batch_size >= 1
+    # a recipe sets what it learns at; the command line still wins over it
+    cfg = compose_run(["recipe=diting_motion", "trainer.epochs=1", "lr=5e-4"])
+    assert (cfg.trainer.epochs, cfg.lr, cfg.trainer.batch_size) == (1, 5e-4, 128)
+    assert compose_run(["recipe=eqpolarity"]).lr == 3e-4
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF), job_name="test_zoo"):
+        sweep = compose("train", overrides=["experiment=compare_models"], return_hydra_config=True).hydra.sweeper
+    assert set(str(sweep.params.recipe).split(",")) == set(MODELS)
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_one_epoch_run_writes_metrics(model, tmp_path, cache_dir, monkeypatch, caplog):
     caplog.set_level(logging.INFO)
