@@ -75,6 +75,15 @@ def shard_batches(order: torch.Tensor, batch_size: int, world_size: int = 1, ran
     return batches[:max_batches] if max_batches is not None else batches
 
 
+def epoch_batches(dataset, config, epoch: int, num_classes: int = 3, world_size: int = 1,
+                  rank: int = 0) -> list[torch.Tensor]:
+    """This rank's batches of one epoch of ``dataset`` under a TrainingConfig: ``epoch_order``
+    (class-balanced with ``class_balance=sampler``, blocks when streaming), then ``shard_batches``."""
+    balanced = dataset.labels if config.class_balance == "sampler" else None
+    order = epoch_order(len(dataset), config.seed, epoch, balanced, num_classes, streaming=is_streaming(dataset))
+    return shard_batches(order, config.batch_size, world_size, rank, config.max_steps_per_epoch)
+
+
 class BatchRequests(Dataset):
     """Each item is one whole batch, read by a DataLoader worker (the streaming path).
 
@@ -89,9 +98,13 @@ class BatchRequests(Dataset):
 
     def __init__(self, dataset, batches: list[torch.Tensor], slots: int) -> None:
         self.dataset, self.batches = dataset, batches
-        probe = dataset.get_batch(batches[0][:1])["waveforms"]
+        if hasattr(dataset, "num_channels") and hasattr(dataset, "stored_length"):  # a WaveformDataset
+            shape, dtype = (dataset.num_channels, dataset.stored_length), torch.float32
+        else:  # any other batched dataset: read one trace to learn the window shape
+            probe = dataset.get_batch(batches[0][:1])["waveforms"]
+            shape, dtype = tuple(probe.shape[1:]), probe.dtype
         largest = max(len(b) for b in batches)
-        self.buffer = torch.empty((slots, largest, *probe.shape[1:]), dtype=probe.dtype).share_memory_()
+        self.buffer = torch.empty((slots, largest, *shape), dtype=dtype).share_memory_()
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -55,9 +55,10 @@ class NanGuard:
     device and read by ``check``; otherwise ``loss_problem`` / ``norm_problem`` look at once.
     """
 
-    def __init__(self, on_nan: str, deferred: bool, ctx: DistContext, device: torch.device, dataset) -> None:
+    def __init__(self, on_nan: str, deferred: bool, ctx: DistContext, device: torch.device, dataset,
+                 optimizer: torch.optim.Optimizer | None = None) -> None:
         self.on_nan, self.deferred = on_nan, deferred
-        self.ctx, self.device, self.dataset = ctx, device, dataset
+        self.ctx, self.device, self.dataset, self.optimizer = ctx, device, dataset, optimizer
         self.pending: list[_Step] = []
 
     @property
@@ -89,14 +90,18 @@ class NanGuard:
         self.pending.append(_Step(loss.detach(), norm, step, epoch, batch, index))
 
     def check(self, seen_at_step: int) -> None:
-        """Raise ``NonFiniteLossError`` naming the first non-finite step remembered since the last
-        look, on any rank (one host sync for all of them)."""
+        """The deferred look (one host sync for every step remembered since the last): raise
+        ``NonFiniteLossError`` naming the first non-finite step, on any rank, and its rows. The model
+        then holds that step's update, but nothing of it has been written: every checkpoint comes
+        after a look. A no-op when nothing was remembered (the per-step look)."""
         pending, self.pending = self.pending, []
         if not pending:
             return
         bad = (~torch.stack([s.finite() for s in pending]).cpu()).nonzero().flatten().tolist()
         if not any_rank(bool(bad), self.ctx, self.device):
             return
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)  # the bad step's gradients go nowhere
         if not bad:
             raise NonFiniteLossError("non-finite loss or gradient norm on another rank; the last good checkpoint "
                                      "is untouched")

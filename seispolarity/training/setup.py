@@ -154,3 +154,24 @@ def autocast_dtype(amp) -> torch.dtype | None:
     if amp in (False, None, "none"):
         return None
     return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+def grad_scaler(amp_dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 on CUDA only (bf16 has float32's range; the CPU needs none)."""
+    return torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
+
+
+def augment_generator(device: torch.device, seed: int, rank: int) -> torch.Generator:
+    """The augmentations' own random stream (on the training device), one per DDP rank; checkpoints save it."""
+    generator = torch.Generator(device=device if device.type == "cuda" else "cpu")
+    return generator.manual_seed(seed + 1_000_003 * rank)
+
+
+def describe(model: torch.nn.Module, dataset, normalize: str | None, sampling_rate: float) -> dict[str, Any]:
+    """What a checkpoint says about its model (registry name and arguments) and its data, so that
+    inference can rebuild the model and prepare inputs the same way."""
+    name = {"name": type(model).__name__}
+    return {"model": model.describe() if hasattr(model, "describe") else name,
+            "label_map": getattr(dataset, "label_map", None),
+            "data": {"window_length": getattr(dataset, "window_length", None), "normalize": normalize,
+                     "sampling_rate": sampling_rate, "num_channels": getattr(dataset, "num_channels", None)}}

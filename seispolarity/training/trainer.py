@@ -28,15 +28,7 @@ from ..data.augment import AugmentConfig, prepare_batch
 from ..folders import writable_folder_problem
 from ..plain import to_plain
 from . import setup
-from .batches import (
-    as_batched_dataset,
-    auto_num_workers,
-    epoch_order,
-    is_streaming,
-    iterate_batches,
-    shard_batches,
-    to_device,
-)
+from .batches import as_batched_dataset, auto_num_workers, epoch_batches, iterate_batches, to_device
 from .checkpoint import capture_rng_state, load_checkpoint, restore_optimizer_state, restore_rng_state, save_checkpoint
 from .config import TrainingConfig
 from .distributed import barrier
@@ -96,12 +88,10 @@ class Trainer:
         self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], config, optimizer)
         self.scheduler = build_scheduler(self.optimizer, config, scheduler)
         self.amp_dtype = setup.autocast_dtype(config.amp)
-        fp16_on_cuda = self.amp_dtype == torch.float16 and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16_on_cuda)  # bf16 needs no loss scaling
+        self.scaler = setup.grad_scaler(self.amp_dtype, self.device)
         self.class_weights = (setup.class_weights(self.train_dataset.labels, self.num_classes, self.device)
                               if config.class_balance == "weights" else None)
-        self.augment_generator = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
-        self.augment_generator.manual_seed(config.seed + 1_000_003 * self.ctx.rank)
+        self.augment_generator = setup.augment_generator(self.device, config.seed, self.ctx.rank)
 
         # Progress: all of it goes into checkpoints.
         self.epoch = 0  # completed epochs
@@ -116,7 +106,7 @@ class Trainer:
         # On CUDA the NaN guard looks every log_every steps, not every step (each look is a host
         # sync; guards.py). The CPU looks at every step.
         self.nan_guard = NanGuard(config.on_nan_loss, self.device.type == "cuda", self.ctx, self.device,
-                                  self.train_dataset)
+                                  self.train_dataset, self.optimizer)
         self.stop = StopRequest()
         self.scalars = ScalarLog(config.tensorboard_dir, enabled=self.is_main)
         self.extra_state = dict(extra_state or {})
@@ -126,10 +116,6 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.ctx.is_main
-
-    @property
-    def _bars(self) -> bool:
-        return bool(self.config.show_progress and self.is_main)
 
     @property
     def best_val_loss(self) -> float:
@@ -160,7 +146,7 @@ class Trainer:
                  len(self.train_dataset), len(self.val_dataset) if self.val_dataset is not None else 0,
                  cfg.epochs, self.device, f", {self.ctx.world_size} processes" if self.ctx.enabled else "")
         # Signals only raise a flag inside `self.stop`; the loop stops at the next step boundary.
-        with self.stop, logs_above_bars(self._bars):  # log lines above the bars
+        with self.stop, logs_above_bars(self._bars()):  # log lines above the bars
             try:
                 while self.epoch < cfg.epochs and not self.finished:
                     self.run_epoch()
@@ -184,10 +170,8 @@ class Trainer:
 
     def epoch_batches(self, epoch: int) -> list[torch.Tensor]:
         """This rank's batches of one epoch: a function of (seed, epoch, rank) only."""
-        cfg, data = self.config, self.train_dataset
-        balanced = data.labels if cfg.class_balance == "sampler" else None
-        order = epoch_order(len(data), cfg.seed, epoch, balanced, self.num_classes, streaming=is_streaming(data))
-        return shard_batches(order, cfg.batch_size, self.ctx.world_size, self.ctx.rank, cfg.max_steps_per_epoch)
+        return epoch_batches(self.train_dataset, self.config, epoch, self.num_classes, self.ctx.world_size,
+                             self.ctx.rank)
 
     def iterate(self, dataset, batches: list[torch.Tensor]):
         """Batch dicts of ``dataset`` for ``batches`` (index tensors): sliced here, or read by workers."""
@@ -203,7 +187,7 @@ class Trainer:
         batches = self.epoch_batches(epoch)
         skip = self.batch_in_epoch
         started = time.perf_counter()
-        bar = console_bar(len(batches), f"epoch {epoch}/{cfg.epochs}", enabled=self._bars, initial=skip)
+        bar = console_bar(len(batches), f"epoch {epoch}/{cfg.epochs}", enabled=self._bars(), initial=skip)
         for i, batch in enumerate(self.iterate(self.train_dataset, batches[skip:]), start=skip):
             self.totals.add(*self.train_step(batch))
             self.batch_in_epoch = i + 1
@@ -220,7 +204,7 @@ class Trainer:
     def _log_step(self, bar) -> None:
         """Every ``log_every`` steps: the deferred NaN guard's look and the epoch's mean loss so far
         (each a host sync, which is why they wait for ``log_every``)."""
-        self.check_nan_guard()
+        self.nan_guard.check(self.global_step)
         mean = (self.totals.loss / self.totals.count.clamp_min(1)).item()
         if bar is not None:
             bar.set_postfix(loss=f"{mean:.4f}")
@@ -232,7 +216,7 @@ class Trainer:
         signum = self.stop.signum or signal.SIGTERM
         log.warning("received %s: stopping at this step boundary (step %d, epoch %d, batch %d)",
                     signal.Signals(signum).name, self.global_step, self.epoch + 1, self.batch_in_epoch)
-        self.check_nan_guard()
+        self.nan_guard.check(self.global_step)
         path = os.path.join(self.config.save_dir, "last.ckpt") if self.config.save_dir else None
         if path and self.is_main:
             self.save_checkpoint(path)
@@ -303,22 +287,12 @@ class Trainer:
         self.skipped_batches += 1
         return torch.zeros((), device=self.device), torch.zeros((), device=self.device), 0
 
-    def check_nan_guard(self) -> None:
-        """The deferred NaN guard's look (one host sync for every step since the last): raises
-        ``NonFiniteLossError`` naming the first bad step and its rows. The model then holds that
-        step's update, but nothing of it has been written: every checkpoint comes after a look."""
-        try:
-            self.nan_guard.check(self.global_step)
-        except NonFiniteLossError:
-            self.optimizer.zero_grad(set_to_none=True)
-            raise
-
     # -- the end of an epoch -------------------------------------------------------------------------
     def finish_epoch(self, epoch: int, started: float) -> None:
         """The epoch's numbers (summed over ranks), validation, the scheduler's step, the logs, early
         stopping and the checkpoints."""
         cfg = self.config
-        self.check_nan_guard()  # before the epoch's numbers and checkpoints
+        self.nan_guard.check(self.global_step)  # before the epoch's numbers and checkpoints
         totals = self.totals.all_reduce(self.ctx)
         elapsed = time.perf_counter() - started
         record: dict[str, Any] = {
@@ -376,7 +350,7 @@ class Trainer:
         shard = torch.arange(n)[self.ctx.rank::self.ctx.world_size] if self.ctx.enabled else torch.arange(n)
         batches = list(torch.split(shard, batch_size or self.config.batch_size))
         sums = EvaluationSums(self.num_classes, self.device, keep_predictions=return_predictions)
-        bar = console_bar(len(batches), "evaluating", enabled=self._bars and len(batches) > 1)
+        bar = console_bar(len(batches), "evaluating", enabled=self._bars() and len(batches) > 1)
         for indices, batch in zip(batches, self.iterate(dataset, batches)):
             if bar is not None:
                 bar.update(1)
@@ -402,8 +376,6 @@ class Trainer:
     # -- checkpoints ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         last_val = next((h for h in reversed(self.history) if "val_loss" in h), None)
-        describe = self.model.describe() if hasattr(self.model, "describe") else {"name": type(self.model).__name__}
-        data = self.train_dataset
         return {
             "epoch": self.epoch, "global_step": self.global_step, "batch_in_epoch": self.batch_in_epoch,
             "world_size": self.ctx.world_size,  # batch_size is per process: a resume keeps world_size x batch_size
@@ -417,15 +389,13 @@ class Trainer:
             "rng": capture_rng_state(), "augment_rng": self.augment_generator.get_state(),
             "early_stopping": self.early_stopping.state_dict(),
             "best_metrics": to_plain(self.best_metrics), "history": to_plain(self.history), "finished": self.finished,
-            "training_config": self.config.to_dict(), "model": describe,
-            "label_map": getattr(data, "label_map", None),
-            "data": {"window_length": getattr(data, "window_length", None), "normalize": self.normalize,
-                     "sampling_rate": self.sampling_rate, "num_channels": getattr(data, "num_channels", None)},
+            "training_config": self.config.to_dict(),
+            **setup.describe(self.model, self.train_dataset, self.normalize, self.sampling_rate),
             **self.extra_state,
         }
 
     def save_checkpoint(self, path: str) -> str:
-        self.check_nan_guard()  # no NaN ever reaches a checkpoint
+        self.nan_guard.check(self.global_step)  # no NaN ever reaches a checkpoint
         return save_checkpoint(self.state_dict(), path)
 
     def load_checkpoint(self, path: str, weights_only_model: bool = False) -> dict[str, Any]:
@@ -456,6 +426,10 @@ class Trainer:
         self.model.train()
         for module in self._frozen_norms:
             module.eval()
+
+    def _bars(self) -> bool:
+        """Progress bars: asked for, and this is the main process (``console.bar`` adds: on a terminal)."""
+        return bool(self.config.show_progress and self.is_main)
 
     def close(self) -> None:
         self.scalars.close()
