@@ -249,6 +249,7 @@ HELP_NOTES = {
     "optimizer": "lr=... sets the learning rate", "trainer": "trainer.epochs=20 trainer.batch_size=64 ...",
     "augment": "training-time flips, noise, shifts", "report": "report.md, PNGs, first-break baseline",
     "debug": "a seconds-long smoke run; overfit one batch", "experiment": "named presets",
+    "recipe": "a model with the lr, batch size and epochs it learns at",
     "hparams_search": "an Optuna sweep, no -m needed", "paths": "paths.log_dir=... moves the run folders",
     "hydra/launcher": "how sweep jobs run",
 }
@@ -272,7 +273,7 @@ def _help_groups(_root_: Any) -> str:
     loader = GlobalHydra.instance().hydra.config_loader
     choices = dict(OmegaConf.select(_root_, "hydra.runtime.choices", default=None) or {})
     first = ["data", "model", "optimizer", "scheduler", "trainer", "augment", "report", "debug", "experiment",
-             "hparams_search", "paths"]
+             "recipe", "hparams_search", "paths"]
     found = set(loader.list_groups("")) - {"hydra", "schema"}
     groups = [g for g in first if g in found] + sorted(found - set(first)) + ["hydra/launcher"]
     rows = []
