@@ -42,6 +42,7 @@ from .evaluation import (
     unknown_mode,
 )
 from .failures import FAILED_FILE, clear_failed
+from .folders import atomic_file
 from .preflight import check_command, check_data, is_synthetic
 from .reports import ReportConfig, append_report, render_eval_section, report_summary, write_report
 from .resume import resumed_config
@@ -393,16 +394,12 @@ def _write_json(path: Path, payload: Any) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """All or nothing: a temporary file renamed over ``path``; on failure (disk full) no partial file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """All or nothing (folders.atomic_file): on failure (disk full) no partial file."""
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
+        with atomic_file(path) as tmp:
+            Path(tmp).write_text(text)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _json_default(value):

@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from ..folders import atomic_file
 from .labels import DOWN, UNKNOWN, UP
 
 log = logging.getLogger(__name__)
@@ -722,18 +723,12 @@ def generate_synthetic(path: str | os.PathLike, num_traces: int = 20000, seed: i
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = synthesise(num_traces, seed, cfg)
-    # A per-process temp name: parallel sweep jobs may generate the same cached file at once.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w", track_order=False) as f:
-            for key, value in data.items():
-                f.create_dataset(key, data=value, track_times=False)
-            for key, value in _attrs(cfg, num_traces, seed).items():
-                f.attrs[key] = value
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    # atomic_file: a per-process temporary file (parallel sweep jobs may generate the same cache at once)
+    with atomic_file(path) as tmp, h5py.File(tmp, "w", track_order=False) as f:
+        for key, value in data.items():
+            f.create_dataset(key, data=value, track_times=False)
+        for key, value in _attrs(cfg, num_traces, seed).items():
+            f.attrs[key] = value
     log.info("wrote %d synthetic traces (seed %d) to %s", num_traces, seed, path)
     return path
 

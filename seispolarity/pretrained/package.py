@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ..folders import atomic_file
 from . import CHECK_SET, NAME, PACKAGE_DIR, sha256
 
 #: what a packaged checkpoint keeps of a training checkpoint (optimizer state, RNG states and
@@ -157,9 +158,8 @@ def package(checkpoint: str | os.PathLike, name: str, command: str, real_metrics
         "packaged": {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                      "torch": torch.__version__, "python": platform.python_version()},
     }
-    tmp = pt.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_plain(card), indent=2) + "\n")
-    os.replace(tmp, pt.with_suffix(".json"))
+    with atomic_file(pt.with_suffix(".json")) as tmp:
+        Path(tmp).write_text(json.dumps(_plain(card), indent=2) + "\n")
     return card
 
 

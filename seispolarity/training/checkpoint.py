@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import socket
-import tempfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..folders import atomic_file
 from ..plain import to_plain
 
 log = logging.getLogger("seispolarity.training")
@@ -43,36 +42,15 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> str:
     (``.<name>.<host>.<pid>.*.tmp``, never matching ``*.ckpt``) are removed by the next save.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
     state = plain_state({"format": FORMAT, "format_version": FORMAT_VERSION, **state})
     try:
-        os.makedirs(folder, exist_ok=True)
-        prefix = f".{os.path.basename(path)}.{_HOST}.{os.getpid()}."
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_file(path, durable=True) as tmp, open(tmp, "wb") as fh:
             torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         cause = _os_error(exc)  # torch's zip writer turns ENOSPC into a RuntimeError on close
         if cause is not None:
             raise OSError(cause.errno, f"cannot write checkpoint {path}: {cause.strerror or cause}") from None
         raise
-    _remove_stale_temporaries(folder, os.path.basename(path))
     return path
 
 
@@ -85,35 +63,6 @@ def _os_error(exc: BaseException | None) -> OSError | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
-
-
-_HOST = socket.gethostname().replace(".", "_") or "host"
-
-
-def _remove_stale_temporaries(folder: str, name: str) -> None:
-    """Delete ``.<name>.<this host>.<pid>.*.tmp`` files whose writer process no longer exists."""
-    head = f".{name}.{_HOST}."
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return
-    for entry in entries:
-        if not (entry.startswith(head) and entry.endswith(".tmp")):
-            continue
-        pid = entry[len(head):].split(".", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # the writer is alive (or another user's process): leave it
-        except ProcessLookupError:
-            pass
-        except OSError:
-            continue
-        try:
-            os.unlink(os.path.join(folder, entry))
-        except OSError:
-            pass
 
 
 def plain_state(value: Any, key: str = "state") -> Any:
