@@ -168,6 +168,21 @@ def _show(value: Any, target: bool = False) -> str:
     return str(value)
 
 
+def _changed_paths(cfg: DictConfig, config_name: str | None, overrides: list[str] | None,
+                   known: set[tuple]) -> set[tuple]:
+    """The config paths this command sets: those differing from the composed defaults (every path
+    when not under Hydra) and those named on the command line (``known``: the paths that exist)."""
+    raw_leaves = flatten(_plain(cfg, resolve=False))
+    defaults = _composed_defaults(config_name)
+    if defaults is None:  # not under Hydra: every key is compared
+        changed = set(raw_leaves)
+    else:
+        default_leaves = flatten(defaults)
+        changed = {p for p in set(raw_leaves) | set(default_leaves)
+                   if raw_leaves.get(p, _ABSENT) != default_leaves.get(p, _ABSENT)}
+    return changed | explicit_paths(overrides, known)
+
+
 def resumed_config(cfg: DictConfig, state: Mapping[str, Any], config_name: str | None = None,
                    ckpt: str | None = None, overrides: list[str] | None = None) -> tuple[DictConfig, list[str]]:
     """The config of a resumed run: the checkpoint's ``run_config`` with the command line's
@@ -179,17 +194,8 @@ def resumed_config(cfg: DictConfig, state: Mapping[str, Any], config_name: str |
         log.warning("%s holds no run config (written by the Python API?): resuming with this command's config", ckpt)
         return cfg, []
     current = _plain(cfg, resolve=True)
-    current_raw = _plain(cfg, resolve=False)
-    defaults = _composed_defaults(config_name)
     saved_leaves, current_leaves = flatten(dict(saved)), flatten(current)
-    raw_leaves = flatten(current_raw)
-    if defaults is None:  # not under Hydra: every key is compared
-        changed = set(raw_leaves)
-    else:
-        default_leaves = flatten(defaults)
-        changed = {p for p in set(raw_leaves) | set(default_leaves)
-                   if raw_leaves.get(p, _ABSENT) != default_leaves.get(p, _ABSENT)}
-    changed |= explicit_paths(overrides, set(current_leaves) | set(saved_leaves))
+    changed = _changed_paths(cfg, config_name, overrides, set(current_leaves) | set(saved_leaves))
     identity = state.get("data_identity") or {}
     final = copy.deepcopy(dict(saved))
     notes: list[str] = []

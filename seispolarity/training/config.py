@@ -12,6 +12,11 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 FREEZE = ("none", "features")
 
 
+def _real(value) -> bool:
+    """A finite int or float, not a bool (True is an int in Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass
 class TrainingConfig:
     """How to train. The fields of the docs, plus what long runs need.
@@ -96,12 +101,17 @@ class TrainingConfig:
     freeze: str = "none"
 
     def __post_init__(self) -> None:
-        def fail(name: str, expected: str) -> None:
-            raise ValueError(f"TrainingConfig.{name}={getattr(self, name)!r}: expected {expected}")
+        """Every field checked where it is set, each bad value a one-line ValueError naming it."""
+        self._check_types()
+        self._check_ranges()
+        self._check_optimizer(self._fail)
+        self._check_choices()
 
-        def real(value) -> bool:  # a finite int or float, not a bool (True is an int in Python)
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    def _fail(self, name: str, expected: str) -> None:
+        raise ValueError(f"TrainingConfig.{name}={getattr(self, name)!r}: expected {expected}")
 
+    def _check_types(self) -> None:
+        fail = self._fail
         for name in ("pin_memory", "save_best_only", "deterministic", "compile", "show_progress"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "True or False")
@@ -119,16 +129,18 @@ class TrainingConfig:
             fail("optimizer_params", "a dict of keyword arguments for the optimizer")
         for name in ("learning_rate", "weight_decay", "momentum", "early_stopping_min_delta", "validation_split",
                      "test_split"):
-            if not real(getattr(self, name)) and not (name in ("weight_decay", "momentum")
-                                                      and getattr(self, name) is None):
+            if not _real(getattr(self, name)) and not (name in ("weight_decay", "momentum")
+                                                       and getattr(self, name) is None):
                 fail(name, "a finite number")
-        if self.gradient_clip_value is not None and not real(self.gradient_clip_value):
+        if self.gradient_clip_value is not None and not _real(self.gradient_clip_value):
             fail("gradient_clip_value", "None or a number > 0")
         for name in ("early_stopping_patience", "max_steps_per_epoch"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 fail(name, "None or a whole number >= 1")
 
+    def _check_ranges(self) -> None:
+        fail = self._fail
         for name in ("batch_size", "epochs", "save_every", "validation_every", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -136,23 +148,24 @@ class TrainingConfig:
         workers = self.num_workers
         if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
             fail("num_workers", "'auto' or a whole number >= 0")
-        for name in ("learning_rate",):
-            if not isinstance(getattr(self, name), (int, float)) or not getattr(self, name) > 0:
-                fail(name, "a number > 0")
+        if not self.learning_rate > 0:
+            fail("learning_rate", "a number > 0")
         for name in ("weight_decay", "momentum", "early_stopping_min_delta"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 fail(name, "a number >= 0")
-        self._check_optimizer(fail)
         if self.gradient_clip_value is not None and not self.gradient_clip_value > 0:
             fail("gradient_clip_value", "None or a number > 0")
-        if self.early_stopping_patience is not None and (
-                not isinstance(self.early_stopping_patience, int) or self.early_stopping_patience < 1):
-            fail("early_stopping_patience", "None or a whole number >= 1")
+        for name in ("early_stopping_patience", "max_steps_per_epoch"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                fail(name, "None or a whole number >= 1")
         for name in ("validation_split", "test_split"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 fail(name, "a fraction in [0, 1)")
         if self.validation_split + self.test_split >= 1.0:
             fail("validation_split", "validation_split + test_split < 1")
+
+    def _check_choices(self) -> None:
+        fail = self._fail
         self.device = str(self.device).lower()
         if self.device.split(":")[0] not in DEVICES:
             fail("device", f"one of {DEVICES} (optionally cuda:N)")
@@ -168,8 +181,6 @@ class TrainingConfig:
             fail("gradient_clip_algorithm", "'norm' or 'value'")
         if self.freeze not in FREEZE:
             fail("freeze", f"one of {FREEZE}")
-        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            fail("max_steps_per_epoch", "None or a whole number >= 1")
 
     def _check_optimizer(self, fail) -> None:
         """The optimizer and the schedule: names and keywords of the registry (``optim``)."""
