@@ -17,9 +17,12 @@ repeats), and the processor time the probe used over it (``time.process_time``; 
 time, as start-up is one thread). It covers composing the config, the run
 folder, seispolarity's imports, the model, the data (a cached synthetic set of ``--num-traces``; made
 once before the timed probes), ``TrainingConfig`` and the Trainer. Its parts: Hydra's compositions
-(count, seconds), whether TensorBoard was imported before the first epoch. The baseline's own seconds
-are printed beside it. Probes run with Python's bytecode cache on (``PYTHONDONTWRITEBYTECODE`` is
-dropped for them), as an installed package runs. Nothing here is a test: it reports.
+(count, seconds), whether TensorBoard was imported before the first epoch, and the line of parts
+(``parts_line``: seispolarity's imports + ``register_configs``, compose + run folder + logging + the
+Preflight checks, model, data, Trainer). The baseline's own seconds are printed beside it.
+``benchmarks/throughput.py``'s start-up row runs the same probe (``run_probe("once", ...)``).
+Probes run with Python's bytecode cache on (``PYTHONDONTWRITEBYTECODE`` is dropped for them), as an
+installed package runs. Nothing here is a test: it reports.
 """
 from __future__ import annotations
 
@@ -35,44 +38,77 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_S = 0.5
 VARIANTS = ("once", "twice")
+#: The parts of a probe's start-up (seconds; see ``probe``), printed in this order.
+PARTS = ("register_s", "compose_s", "compose_run_folder_s", "preflight_s", "model_s", "data_s", "trainer_s",
+         "tensorboard_s")
 LABELS = {"once": "train.py (one composition)", "twice": "train.py, Hydra composing twice"}
 
 
 # ----------------------------------------------------------------------------------------------
-# The probe (a fresh interpreter)
+# The probe (a fresh interpreter). benchmarks/throughput.py's start-up row runs this one too.
 
 
 def probe(variant: str, overrides: list[str]) -> dict:
+    """``python train.py <overrides>`` (``variant`` "once" or "twice"), stopped when the first epoch
+    would start, timed from the end of the baseline imports; ``variant`` "baseline": those imports only.
+
+    Seconds returned: ``baseline_s`` (``import_torch_hydra_s`` + ``import_dynamo_s``), ``startup_s``
+    (and ``startup_cpu_s``), Hydra's compositions (``compose_calls``, ``compose_s``), the parts in
+    the order train.py meets them (``register_s``: seispolarity's imports + ``register_configs``;
+    ``compose_run_folder_s``: composing, the run folder, logging and the Preflight checks, of which
+    ``preflight_s``; ``model_s``; ``data_s``; ``trainer_s``: ``TrainingConfig`` and the Trainer until
+    the first epoch) and ``tensorboard_s`` (``ScalarLog.open`` before the first epoch), with
+    ``tensorboard_imported``.
+    """
     t0 = time.perf_counter()
     import hydra  # noqa: F401
     import omegaconf  # noqa: F401
     import torch  # noqa: F401
+
+    t_torch = time.perf_counter()
     import torch._dynamo  # noqa: F401
 
     t1, c1 = time.perf_counter(), time.process_time()
+    imports = {"baseline_s": t1 - t0, "baseline_cpu_s": c1, "import_torch_hydra_s": t_torch - t0,
+               "import_dynamo_s": t1 - t_torch}
     if variant == "baseline":
-        return {"baseline_s": t1 - t0, "baseline_cpu_s": c1}
+        return imports
     import runpy
 
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-    from seispolarity import launch
-    from seispolarity.training import Trainer
+    import seispolarity.config as sconfig
+    import seispolarity.runner as runner
+    from seispolarity import launch, preflight
+    from seispolarity.training import Trainer, tracking
 
     if variant == "twice":
         launch.compose_once = lambda: None  # train.py imports the name from here
-    compose = {"calls": 0, "s": 0.0}
-    original = ConfigLoaderImpl.load_configuration
+    marks: dict[str, float] = {}
+    spent: dict[str, float] = {}
 
-    def counted(self, *args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return original(self, *args, **kwargs)
-        finally:  # a composition Hydra's compose_once hands on again is not counted
-            compose["calls"] += 1
-            compose["s"] += time.perf_counter() - start
+    def timed(owner, name: str, key: str) -> None:
+        """``owner.name`` wrapped: its first start, its last end and its seconds and calls summed."""
+        original = getattr(owner, name)
 
-    ConfigLoaderImpl.load_configuration = counted  # compose_once (train.py) wraps this in turn
+        def wrapped(*args, **kwargs):
+            start = time.perf_counter()
+            marks.setdefault(key + "_start", start)
+            try:
+                return original(*args, **kwargs)
+            finally:  # a composition compose_once hands on again is not counted
+                marks[key + "_end"] = end = time.perf_counter()
+                spent[key] = spent.get(key, 0.0) + end - start
+                spent[key + "_calls"] = spent.get(key + "_calls", 0) + 1
+
+        setattr(owner, name, wrapped)
+
+    timed(ConfigLoaderImpl, "load_configuration", "compose")  # compose_once (train.py) wraps this in turn
+    timed(sconfig, "register_configs", "register")
+    timed(runner, "build_model", "model")
+    timed(runner, "build_datasets", "data")
+    timed(preflight.Preflight, "on_run_start", "preflight")
+    timed(tracking.ScalarLog, "open", "tensorboard")
     ready: dict = {}
 
     def first_epoch(self, *args, **kwargs):
@@ -89,9 +125,14 @@ def probe(variant: str, overrides: list[str]) -> dict:
             raise
     if "t" not in ready:
         raise RuntimeError("train.py did not reach the first epoch")
-    return {"baseline_s": t1 - t0, "startup_s": ready["t"] - t1, "startup_cpu_s": ready["cpu"] - c1,
-            "compose_calls": compose["calls"],
-            "compose_s": compose["s"], "tensorboard_imported": ready["tensorboard"]}
+    t = ready["t"]
+    registered = marks.get("register_end", t1)
+    return {**imports, "startup_s": t - t1, "startup_cpu_s": ready["cpu"] - c1,
+            "compose_calls": spent.get("compose_calls", 0), "compose_s": spent.get("compose", 0.0),
+            "register_s": registered - t1, "compose_run_folder_s": marks["model_start"] - registered,
+            "preflight_s": spent.get("preflight", 0.0), "model_s": marks["model_end"] - marks["model_start"],
+            "data_s": marks["data_end"] - marks["data_start"], "trainer_s": t - marks["data_end"],
+            "tensorboard_s": spent.get("tensorboard", 0.0), "tensorboard_imported": ready["tensorboard"]}
 
 
 def run_probe(variant: str, overrides: list[str], timeout: float = 600) -> dict:
@@ -136,8 +177,18 @@ def summarize(probes: dict[str, list[dict]]) -> dict:
                         "spread_s": [min(p["startup_s"] for p in probes[variant]),
                                      max(p["startup_s"] for p in probes[variant])],
                         "compose_calls": med(variant, "compose_calls"), "compose_s": med(variant, "compose_s"),
-                        "tensorboard_imported": any(p["tensorboard_imported"] for p in probes[variant])}
+                        "tensorboard_imported": any(p["tensorboard_imported"] for p in probes[variant]),
+                        "parts": {key: med(variant, key) for key in PARTS}}
     return out
+
+
+def parts_line(parts: dict) -> str:
+    """The parts of a start-up (medians), as throughput.py prints them too."""
+    return (f"start-up parts (s, median): seispolarity's imports + register_configs {parts['register_s']:.2f}, "
+            f"compose + run folder + logging + checks {parts['compose_run_folder_s']:.2f} (Hydra's compositions "
+            f"{parts['compose_s']:.2f}, Preflight checks {parts['preflight_s']:.2f}), model {parts['model_s']:.2f}, "
+            f"data {parts['data_s']:.2f}, Trainer until the first epoch {parts['trainer_s']:.2f} (TensorBoard "
+            f"writer opened: {parts['tensorboard_s']:.2f})")
 
 
 def table(result: dict) -> str:
@@ -155,7 +206,7 @@ def table(result: dict) -> str:
         f"command: {result['command']}", f"load average: {result.get('load')}", "",
         *rows, "",
         f"baseline (import torch, hydra, omegaconf, torch._dynamo), same run: {s['baseline_s']:.2f} s (median; "
-        f"CPU {s['baseline_cpu_s']:.2f} s)",
+        f"CPU {s['baseline_cpu_s']:.2f} s)", parts_line(s["once"]["parts"]),
         "CPU time: the probe's own processor time over the same span (start-up is one thread, so it is close "
         "to the wall time; a busy machine slows both)"])
 

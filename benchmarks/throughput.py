@@ -12,7 +12,8 @@ Prints ONE table, measured in one run, on one synthetic file, one model and one 
 - data path alone, streaming from disk (``preload=False``, page cache warm), 0 and 2 workers;
 - host syncs per training step on CUDA (``torch.cuda.set_sync_debug_mode("warn")``, counted; skipped
   with a note on other devices);
-- start-up: ``python train.py`` composition + instantiation, minus importing torch and hydra;
+- start-up: ``python train.py`` composition + instantiation, minus importing torch and hydra
+  (``benchmarks/startup.py``'s probe, one composition);
 - peak memory of preloading the big file, against the bytes of its windows.
 
 The three training rows are interleaved (the order rotates every repeat) and every ratio is the
@@ -36,6 +37,10 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # imported from elsewhere (tests)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import startup  # noqa: E402  (benchmarks/startup.py: the start-up row's probe)
+
 #: Row keys of the table, in order (the smoke test checks every one is there).
 ROWS = ("limit", "trainer", "docs_loop", "data_preloaded", "data_streaming_w0", "data_streaming_w2",
         "syncs", "startup", "preload_memory")
@@ -312,93 +317,6 @@ def profiles(bench: Bench, trainer) -> dict[str, str]:
 # Probes run in a fresh interpreter
 
 
-def startup_probe(overrides: list[str]) -> dict:
-    """``python train.py <overrides>`` until the first epoch would start, minus importing torch and hydra.
-
-    ``torch._dynamo`` (with sympy) is imported apart too: torch imports it lazily when the first
-    ``torch.optim`` optimizer is built, so any torch training script pays it, ours or the docs' loop.
-    """
-    t0 = time.perf_counter()
-    import hydra  # noqa: F401
-    import omegaconf  # noqa: F401
-    import torch  # noqa: F401
-
-    t_torch = time.perf_counter()
-    import torch._dynamo  # noqa: F401
-
-    t1 = time.perf_counter()
-    import runpy
-
-    import seispolarity.config as sconfig
-    import seispolarity.runner as runner
-    from seispolarity.training import tracking
-    from seispolarity.training import trainer as tr
-
-    marks: dict[str, float] = {}
-
-    def wrap(owner, name, key):
-        original = getattr(owner, name)
-
-        def wrapped(*a, **k):
-            marks.setdefault(key + "_start", time.perf_counter())
-            out = original(*a, **k)
-            marks[key + "_end"] = time.perf_counter()
-            return out
-
-        setattr(owner, name, wrapped)
-
-    wrap(sconfig, "register_configs", "register")
-    wrap(runner, "build_model", "model")
-    wrap(runner, "build_datasets", "data")
-    spent: dict[str, float] = {}
-
-    def total(owner, name, key):  # time summed over calls
-        original = getattr(owner, name)
-
-        def wrapped(*a, **k):
-            t = time.perf_counter()
-            try:
-                return original(*a, **k)
-            finally:
-                spent[key] = spent.get(key, 0.0) + time.perf_counter() - t
-                spent[key + "_calls"] = spent.get(key + "_calls", 0) + 1
-
-        setattr(owner, name, wrapped)
-
-    from hydra._internal.hydra import Hydra
-
-    total(Hydra, "compose_config", "hydra_compose")  # Hydra composes twice: get_mode, then the run
-    total(tracking.ScalarLog, "open", "tensorboard")  # imports torch.utils.tensorboard
-
-    def first_epoch(self):
-        marks.setdefault("ready", time.perf_counter())
-        self.finished = True
-
-    tr.Trainer.run_epoch = first_epoch
-    sys.argv = [os.path.join(ROOT, "train.py"), *overrides]
-    try:
-        runpy.run_path(os.path.join(ROOT, "train.py"), run_name="__main__")
-    except SystemExit as exc:
-        if exc.code not in (None, 0):
-            raise
-    if "ready" not in marks:
-        raise RuntimeError("train.py did not reach the first epoch")
-    ready = marks["ready"]
-    return {
-        "import_torch_hydra_s": t_torch - t0,
-        "import_dynamo_s": t1 - t_torch,
-        "overhead_s": ready - t1,
-        "register_s": marks.get("register_end", t1) - t1,
-        "compose_s": marks["model_start"] - marks.get("register_end", t1),
-        "model_s": marks["model_end"] - marks["model_start"],
-        "data_s": marks["data_end"] - marks["data_start"],
-        "trainer_s": ready - marks["data_end"],
-        "hydra_compose_s": spent.get("hydra_compose", float("nan")),
-        "hydra_compose_calls": spent.get("hydra_compose_calls", 0),
-        "tensorboard_s": spent.get("tensorboard", 0.0),
-    }
-
-
 def _proc_status_bytes(field: str) -> int | None:
     try:
         with open("/proc/self/status") as fh:
@@ -577,10 +495,12 @@ def measure(args) -> dict:
                      f"trainer.device={device.type}", f"hydra.run.dir={tmp}/run"]
         if os.path.isfile(os.path.join(ROOT, "conf", "report", "none.yaml")):
             overrides.insert(-1, "report=none")  # reports come after training, not at start-up
-        probes = [run_probe("startup", overrides) for _ in range(max(1, args.startup_repeats))]
-    keys = probes[0].keys()
+        # benchmarks/startup.py's probe (one composition), in a fresh interpreter each
+        probes = [startup.run_probe("once", overrides) for _ in range(max(1, args.startup_repeats))]
+    keys = [k for k, v in probes[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     rows["startup"] = {k: median([p[k] for p in probes]) for k in keys}
-    rows["startup"]["all_overhead_s"] = [p["overhead_s"] for p in probes]
+    rows["startup"]["overhead_s"] = rows["startup"]["startup_s"]  # this row's name for it
+    rows["startup"]["all_overhead_s"] = [p["startup_s"] for p in probes]
     rows["startup"]["command"] = "python train.py " + " ".join(overrides[:-1])
     log(f"start-up: {probes}")
 
@@ -664,10 +584,7 @@ def table(results: dict) -> str:
     row(f"preload peak memory, {mem['traces']:,} traces", f"{mem['peak_bytes'] / MB:,.0f} MiB",
         f"windows {mem['window_bytes'] / MB:,.0f} MiB", f"{mem['peak_bytes'] / mem['window_bytes']:.2f} x windows",
         f"< 1.3 x + 300 MB = {budget / MB:,.0f} MiB", mem["peak_bytes"] < budget)
-    lines += ["", f"start-up parts (s, median): register configs {st['register_s']:.2f}, compose + run folder "
-              f"{st['compose_s']:.2f}, model {st['model_s']:.2f}, data {st['data_s']:.2f}, Trainer until the first "
-              f"epoch {st['trainer_s']:.2f}; of these, Hydra's compose_config ({st['hydra_compose_calls']:.0f} calls) "
-              f"{st['hydra_compose_s']:.2f} and the TensorBoard writer (import) {st['tensorboard_s']:.2f}",
+    lines += ["", startup.parts_line(st),
               f"per-repeat trainer/limit: {', '.join(f'{v:.3f}' for v in tr['over_limit_all'])}; trainer/docs: "
               f"{', '.join(f'{v:.3f}' for v in tr['over_docs_all'])}",
               f"trainer/limit expected from the parts (the data path is most of the trainer's extra work): "
@@ -702,7 +619,6 @@ def parse_args(argv=None):
     p.add_argument("--profile", action="store_true",
                    help="also print torch.profiler tables of one trainer epoch and one data-path epoch")
     p.add_argument("--verbose", "-v", action="store_true", help="progress on stderr")
-    p.add_argument("--startup-probe", default=None, help=argparse.SUPPRESS)
     p.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.amp in ("False", "false", "none", "0"):
@@ -718,9 +634,6 @@ def main(argv=None) -> int:
         env = dict(os.environ, OMP_WAIT_POLICY=policy)
         rest = argv if argv is not None else sys.argv[1:]
         os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *rest], env)
-    if args.startup_probe is not None:
-        print(json.dumps(startup_probe(json.loads(args.startup_probe))))
-        return 0
     if args.memory_probe is not None:
         print(json.dumps(memory_probe(*json.loads(args.memory_probe))))
         return 0

@@ -298,8 +298,50 @@ def register_resolvers() -> None:
 register_resolvers()  # on import: a launcher's worker process resolves the config without train.py
 
 
+class _Deferred:
+    """A schema of the ConfigStore made when Hydra first opens it (``_LazyGroup``): the ``OmegaConf.structured``
+    node of ``build()``, as ``ConfigStore.store`` would have made it. The copies Hydra makes of the
+    store (one per composition) share it; Hydra deep-copies a node it loads, so the shared one stays
+    untouched."""
+
+    def __init__(self, group: str, name: str, build: Callable[[], Any]) -> None:
+        self.group, self.name, self.build, self.made = group, f"{name}.yaml", build, None
+
+    def __deepcopy__(self, memo: dict) -> _Deferred:
+        return self
+
+    def node(self) -> Any:
+        if self.made is None:
+            from hydra.core.config_store import ConfigNode
+            from omegaconf import OmegaConf
+
+            self.made = ConfigNode(name=self.name, node=OmegaConf.structured(self.build()), group=self.group,
+                                   package=None, provider=None)
+        return self.made
+
+
+class _LazyGroup(dict):
+    """A ConfigStore group (``schema/model``, ``schema/data``, ...) whose schemas are made when Hydra
+    opens one: a run uses one option of each group, and making every option's node costs start-up
+    time (~30-50 ms of ``OmegaConf.structured`` and signatures). Hydra lists the names (``keys``) and
+    opens a config with ``group[name]``, which makes it."""
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        return value.node() if isinstance(value, _Deferred) else value
+
+
+def _store_lazily(cs: ConfigStore, group: str, builders: dict[str, Callable[[], Any]]) -> None:
+    parent = cs.repo.setdefault(group.split("/")[0], {})
+    lazy = _LazyGroup(parent.get(group.split("/")[1], {}))
+    for name, build in builders.items():
+        dict.__setitem__(lazy, f"{name}.yaml", _Deferred(group, name, build))
+    parent[group.split("/")[1]] = lazy
+
+
 def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent)."""
+    """Store every schema in Hydra's ConfigStore (idempotent); the options of ``schema/optimizer``,
+    ``schema/scheduler``, ``schema/model`` and ``schema/data`` are made when a composition opens them."""
     from .data.augment import AugmentConfig
     from .models import MODEL_REGISTRY
     from .training.config import TrainingConfig
@@ -307,14 +349,11 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=run_schema(data_schemas()))
-    for name, node in optimizer_schemas().items():
-        cs.store(group="schema/optimizer", name=name, node=node)
-    for name, node in scheduler_schemas().items():
-        cs.store(group="schema/scheduler", name=name, node=node)
-    for name, cls in MODEL_REGISTRY.items():
-        cs.store(group="schema/model", name=name, node=schema_from_callable(f"{cls.__name__}Schema", cls, cls))
-    for name, node in data_schemas().items():
-        cs.store(group="schema/data", name=name, node=node)
+    _store_lazily(cs, "schema/optimizer", {name: lambda n=node: n for name, node in optimizer_schemas().items()})
+    _store_lazily(cs, "schema/scheduler", {name: lambda n=node: n for name, node in scheduler_schemas().items()})
+    _store_lazily(cs, "schema/model", {
+        name: lambda c=cls: schema_from_callable(f"{c.__name__}Schema", c, c) for name, cls in MODEL_REGISTRY.items()})
+    _store_lazily(cs, "schema/data", {name: lambda n=node: n for name, node in data_schemas().items()})
     # trainer.*: TrainingConfig's fields, less those the optimizer and scheduler groups describe and
     # those the top-level ckpt_path (resume_from) and init_from set
     trainer = schema_from_callable(

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import AnyNode, DictConfig, OmegaConf
 
 from .failures import UsageError, one_line, user_error
 
@@ -83,8 +83,18 @@ def check_checkpoints(cfg: DictConfig) -> None:
 
 
 def _without_run_folder(cfg: DictConfig) -> DictConfig:
-    """A copy of ``cfg`` that resolves before Hydra has made the run folder."""
-    cfg = copy.deepcopy(cfg)
+    """``cfg`` without its ``hydra`` node, resolving before Hydra has made the run folder: a copy
+    (``paths.output_dir`` then reads ``<run folder>``), or ``cfg`` itself where it has no ``hydra``
+    node and resolves as it is (the runner's check; the callers only read it)."""
+    hydra = cfg._get_node("hydra", throw_on_missing_key=False) if "hydra" in cfg else None
+    if hydra is None:
+        try:
+            OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=True)
+            return cfg
+        except Exception:  # no run folder yet: the copy below
+            pass
+    # the copy leaves out the hydra node (most of a composed config), which it would drop anyway
+    cfg = copy.deepcopy(cfg, {id(hydra): AnyNode(None)} if hydra is not None else None)
     OmegaConf.set_readonly(cfg, False)
     OmegaConf.set_struct(cfg, False)
     cfg.pop("hydra", None)

@@ -5,8 +5,10 @@ holds them as ``epoch_sums``). ``EarlyStopping`` holds the best validation loss 
 since it improved (both go into checkpoints, so a resumed run stops when the uninterrupted one
 would). ``ScalarLog`` writes the
 epoch and step scalars to TensorBoard (when ``tensorboard_dir`` is set, on the main process) and
-the epoch line to the console log. TensorBoard is imported only when its writer is opened: it
-costs ~0.1-0.3 s of start-up that a run without ``tensorboard_dir`` should not pay.
+the epoch line to the console log. TensorBoard is imported, and its ``SummaryWriter`` made, only
+when the first scalar is written (or the writer asked for, or training ends): the import costs
+~0.1-0.3 s, which a run without ``tensorboard_dir`` never pays and a run with one pays after its
+start-up instead of before its first step. The event files are the ones an eager writer makes.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..folders import writable_folder_problem
 from .distributed import DistContext, all_reduce_sum
 
 log = logging.getLogger("seispolarity.training")
@@ -100,27 +103,44 @@ def log_eval_scalars(writer, prefix: str, metrics: dict[str, Any], step: int) ->
 
 
 class ScalarLog:
-    """The training scalars, to TensorBoard (``writer``, None until opened or without a folder)
+    """The training scalars, to TensorBoard (``writer``: None until opened or without a folder)
     and to the console log."""
 
     def __init__(self, tensorboard_dir: str | None, enabled: bool = True) -> None:
         self.tensorboard_dir = tensorboard_dir if enabled else None
-        self.writer = None
+        self._writer = None
+        self._pending: dict[str, Any] | None = None  # opened, writer not made yet: its arguments
 
     def open(self, epoch: int = 0) -> None:
-        """Open the writer; a resumed run (``epoch`` > 0) drops the events logged after its checkpoint."""
-        if self.writer is None and self.tensorboard_dir:
-            from torch.utils.tensorboard import SummaryWriter  # lazily: see the module docstring
+        """Open the log for training; a resumed run (``epoch`` > 0) drops the events logged after its
+        checkpoint. The ``SummaryWriter`` is made at the first scalar (``writer``); a folder it could
+        not write fails here, at the start of training, as an eager writer would."""
+        if self._writer is None and self._pending is None and self.tensorboard_dir:
+            self._pending = {"log_dir": self.tensorboard_dir, "purge_step": epoch + 1 if epoch else None}
+            if writable_folder_problem(self.tensorboard_dir):
+                self._make()  # raises SummaryWriter's own error now
 
-            self.writer = SummaryWriter(log_dir=self.tensorboard_dir, purge_step=epoch + 1 if epoch else None)
+    def _make(self):
+        from torch.utils.tensorboard import SummaryWriter  # lazily: see the module docstring
+
+        pending, self._pending = self._pending, None
+        self._writer = SummaryWriter(**pending)
+        return self._writer
+
+    @property
+    def writer(self):
+        """The ``SummaryWriter`` once opened (made now if it is not yet), else None."""
+        return self._make() if self._writer is None and self._pending is not None else self._writer
 
     def scalar(self, tag: str, value: float, step: int) -> None:
-        if self.writer is not None:
-            self.writer.add_scalar(tag, value, step)
+        writer = self.writer
+        if writer is not None:
+            writer.add_scalar(tag, value, step)
 
     def evaluation(self, prefix: str, metrics: dict[str, Any], step: int) -> None:
-        if self.writer is not None:
-            log_eval_scalars(self.writer, prefix, metrics, step)
+        writer = self.writer
+        if writer is not None:
+            log_eval_scalars(writer, prefix, metrics, step)
 
     def epoch(self, record: dict[str, Any], epochs: int) -> None:
         """One finished epoch: the history ``record`` (with ``val_metrics`` when validated)."""
@@ -138,10 +158,14 @@ class ScalarLog:
                  record["samples_per_second"])
 
     def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
+        """Flush the events; an opened log that wrote nothing yet makes its (empty) event file now,
+        as an eager writer would have (the Trainer flushes when training ends or stops)."""
+        writer = self.writer
+        if writer is not None:
+            writer.flush()
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+        writer = self.writer
+        if writer is not None:
+            writer.close()
+            self._writer = None
