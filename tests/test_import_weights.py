@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import h5py
@@ -346,10 +347,17 @@ def ppnet014_np(x, sd, heads=4):
     for i in (1, 2, 3):
         h = relu(conv1d_cf(h, np_(sd[f"encoder_block{i}.0.weight"]), np_(sd[f"encoder_block{i}.0.bias"]), (1, 1)))
         h = bn_np(maxpool_cf(h), sd, f"encoder_block{i}.3")
-    seq = h.transpose(0, 2, 1)  # (N, T, C)
+    n = h.shape[0]
+    attn = mha_np(lstm_np(h.transpose(0, 2, 1), sd, "lstm"), sd, "attention", heads)
+    h = relu(attn.reshape(n, -1) @ np_(sd["dense.weight"]).T + np_(sd["dense.bias"]))
+    return h @ np_(sd["out2_dense.weight"]).T + np_(sd["out2_dense.bias"])
+
+
+def lstm_np(seq, sd, prefix):
+    """torch's one-layer nn.LSTM (batch_first) over seq (N, T, C), zero initial state: (N, T, units)."""
     n, steps, _ = seq.shape
-    w_ih, w_hh = np_(sd["lstm.weight_ih_l0"]), np_(sd["lstm.weight_hh_l0"])
-    bias = np_(sd["lstm.bias_ih_l0"]) + np_(sd["lstm.bias_hh_l0"])
+    w_ih, w_hh = np_(sd[f"{prefix}.weight_ih_l0"]), np_(sd[f"{prefix}.weight_hh_l0"])
+    bias = np_(sd[f"{prefix}.bias_ih_l0"]) + np_(sd[f"{prefix}.bias_hh_l0"])
     units = w_hh.shape[1]
     hid, cell, outs = np.zeros((n, units)), np.zeros((n, units)), []
     for t in range(steps):  # torch's gate order: input, forget, cell, output
@@ -358,9 +366,7 @@ def ppnet014_np(x, sd, heads=4):
         cell = sigmoid(f_g) * cell + sigmoid(i_g) * np.tanh(g_g)
         hid = sigmoid(o_g) * np.tanh(cell)
         outs.append(hid)
-    attn = mha_np(np.stack(outs, axis=1), sd, "attention", heads)
-    h = relu(attn.reshape(n, -1) @ np_(sd["dense.weight"]).T + np_(sd["dense.bias"]))
-    return h @ np_(sd["out2_dense.weight"]).T + np_(sd["out2_dense.bias"])
+    return np.stack(outs, axis=1)
 
 
 def mha_np(seq, sd, prefix, heads):
@@ -454,6 +460,199 @@ def softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _conv(rng, sd, prefix, cout, cin, k):
+    sd[f"{prefix}.weight"], sd[f"{prefix}.bias"] = _randn(rng, cout, cin, k), _randn(rng, cout, scale=0.1)
+
+
+def _linear(rng, sd, prefix, cout, cin):
+    sd[f"{prefix}.weight"], sd[f"{prefix}.bias"] = _randn(rng, cout, cin), _randn(rng, cout, scale=0.1)
+
+
+def conv_np(h, sd, prefix, pad):
+    return conv1d_cf(h, np_(sd[f"{prefix}.weight"]), np_(sd[f"{prefix}.bias"]), pad)
+
+
+def dense_np(h, sd, prefix):
+    return h @ np_(sd[f"{prefix}.weight"]).T + np_(sd[f"{prefix}.bias"])
+
+
+def polarcap014_state(rng):
+    """0.1.4's PolarCAP with its key names: encoder Sequential (conv 0, BN 3, conv 5, BN 7), decoder
+    Sequential (conv 0, BN 2, conv 4, BN 6, conv 8), classifier Sequential (Flatten, Linear 1, Softmax)."""
+    sd = {}
+    _conv(rng, sd, "encoder.0", 32, 1, 32)
+    sd.update(_bn(rng, "encoder.3", 32))
+    _conv(rng, sd, "encoder.5", 8, 32, 16)
+    sd.update(_bn(rng, "encoder.7", 8))
+    _conv(rng, sd, "decoder.0", 8, 8, 16)
+    sd.update(_bn(rng, "decoder.2", 8))
+    _conv(rng, sd, "decoder.4", 32, 8, 32)
+    sd.update(_bn(rng, "decoder.6", 32))
+    _conv(rng, sd, "decoder.8", 1, 32, 64)
+    _linear(rng, sd, "classifier.1", 2, 128)
+    return sd
+
+
+def polarcap014_np(x, sd):
+    """0.1.4's PolarCAP in eval mode: (its classifier's logits, its reconstruction). Every convolution
+    pads k // 2 on both sides (k32: 64 -> 65, k16: 32 -> 33); conv -> ReLU -> (dropout) -> BN ->
+    max-pool 2 (floor), twice; decoder: conv -> tanh -> BN -> upsample 2 -> conv -> ReLU -> BN ->
+    upsample 2 -> conv -> tanh, cut to 64 samples."""
+    h = x[:, None, :].astype(np.float64)
+    h = maxpool_cf(bn_np(relu(conv_np(h, sd, "encoder.0", (16, 16))), sd, "encoder.3"))
+    z = maxpool_cf(bn_np(relu(conv_np(h, sd, "encoder.5", (8, 8))), sd, "encoder.7"))
+    logits = dense_np(z.reshape(z.shape[0], -1), sd, "classifier.1")
+    d = np.repeat(bn_np(np.tanh(conv_np(z, sd, "decoder.0", (8, 8))), sd, "decoder.2"), 2, axis=2)
+    d = np.repeat(bn_np(relu(conv_np(d, sd, "decoder.4", (16, 16))), sd, "decoder.6"), 2, axis=2)
+    return logits, np.tanh(conv_np(d, sd, "decoder.8", (32, 32)))[:, :, :x.shape[1]]
+
+
+RPNET_INCEPTIONS = ((64, (64, 64, 96, 16, 32, 32)), (224, (128, 128, 192, 32, 96, 64)))
+
+
+def rpnet014_state(rng, steps=10, fc=8):
+    """0.1.4's RPNet with its key names (initial_conv, inception{1,2}.branch{1..4}, lstm,
+    self_attention, fc1, fc2); a window of 8 x `steps` samples, `fc` hidden units."""
+    sd = {}
+    _conv(rng, sd, "initial_conv.0", 64, 1, 3)
+    for i, (cin, (c1, c3r, c3, c5r, c5, cp)) in enumerate(RPNET_INCEPTIONS, start=1):
+        p = f"inception{i}"
+        _conv(rng, sd, f"{p}.branch1", c1, cin, 1)
+        _conv(rng, sd, f"{p}.branch2.0", c3r, cin, 1)
+        _conv(rng, sd, f"{p}.branch2.1", c3, c3r, 3)
+        _conv(rng, sd, f"{p}.branch3.0", c5r, cin, 1)
+        _conv(rng, sd, f"{p}.branch3.1", c5, c5r, 5)
+        _conv(rng, sd, f"{p}.branch4.1", cp, cin, 1)
+    w = 480
+    sd["lstm.weight_ih_l0"], sd["lstm.weight_hh_l0"] = _randn(rng, 4 * w, w), _randn(rng, 4 * w, w)
+    sd["lstm.bias_ih_l0"], sd["lstm.bias_hh_l0"] = _randn(rng, 4 * w, scale=0.1), _randn(rng, 4 * w, scale=0.1)
+    _linear(rng, sd, "self_attention.out_proj", w, w)
+    sd["self_attention.in_proj_weight"], sd["self_attention.in_proj_bias"] = _randn(rng, 3 * w, w), _randn(rng, 3 * w, scale=0.1)
+    _linear(rng, sd, "fc1", fc, steps * w)
+    _linear(rng, sd, "fc2", 2, fc)
+    return sd
+
+
+def maxpool3s1p1_np(x):
+    x = np.pad(x, ((0, 0), (0, 0), (1, 1)), constant_values=-np.inf)
+    return np.maximum(np.maximum(x[:, :, :-2], x[:, :, 1:-1]), x[:, :, 2:])
+
+
+def rpnet014_np(x, sd):
+    """0.1.4's RPNet logits in eval mode: conv k3 stride 2 pad 1 -> ReLU -> max-pool 2; two inception
+    modules whose branches have NO ReLU (1x1 | 1x1 -> k3 | 1x1 -> k5 | max-pool 3 -> 1x1); max-pool 2;
+    LSTM; 8-head self-attention (its output alone); flatten -> fc1 -> ReLU -> (dropout) -> fc2."""
+    h = maxpool_cf(relu(conv_np(x[:, None, :].astype(np.float64), sd, "initial_conv.0", (1, 1))[:, :, ::2]))
+    for i in (1, 2):
+        p = f"inception{i}"
+        h = np.concatenate([conv_np(h, sd, f"{p}.branch1", (0, 0)),
+                            conv_np(conv_np(h, sd, f"{p}.branch2.0", (0, 0)), sd, f"{p}.branch2.1", (1, 1)),
+                            conv_np(conv_np(h, sd, f"{p}.branch3.0", (0, 0)), sd, f"{p}.branch3.1", (2, 2)),
+                            conv_np(maxpool3s1p1_np(h), sd, f"{p}.branch4.1", (0, 0))], axis=1)
+    seq = lstm_np(maxpool_cf(h).transpose(0, 2, 1), sd, "lstm")
+    attn = mha_np(seq, sd, "self_attention", 8)
+    return dense_np(relu(dense_np(attn.reshape(attn.shape[0], -1), sd, "fc1")), sd, "fc2")
+
+
+def _comb014(rng, sd, prefix, cin, f=8):
+    for b, k in enumerate((3, 3, 5, 5), start=1):
+        _conv(rng, sd, f"{prefix}.branch{b}", f, cin, k)
+
+
+def diting014_state(rng, length=64, f=8):
+    """0.1.4's DitingMotion (input_channels=2) with its key names: b1_comb1/b1_conv1/b1_comb2/b1_conv2,
+    block{2..5}.{comb1,fusion1,comb2,fusion2}, side{3,4,5}_conv, dense{3,4,5}(_c).0, out{3,4,5}(_c),
+    fuse_dense(_c).0, out_fuse(_c); a window of `length` samples."""
+    sd = {}
+    _comb014(rng, sd, "b1_comb1", 2)
+    _conv(rng, sd, "b1_conv1", f, 2 + 4 * f, 3)
+    _comb014(rng, sd, "b1_comb2", f)
+    _conv(rng, sd, "b1_conv2", f, 5 * f, 3)
+    for b in range(2, 6):
+        cin = 2 + (b - 1) * f
+        _comb014(rng, sd, f"block{b}.comb1", cin)
+        _conv(rng, sd, f"block{b}.fusion1", f, cin + 4 * f, 3)
+        _comb014(rng, sd, f"block{b}.comb2", f)
+        _conv(rng, sd, f"block{b}.fusion2", f, 5 * f, 3)
+    for b, steps in ((3, length // 8), (4, length // 16), (5, length // 16)):
+        _conv(rng, sd, f"side{b}_conv", 2, 2 + b * f, 3)
+        for c in ("", "_c"):
+            _linear(rng, sd, f"dense{b}{c}.0", 8, 2 * steps)
+            _linear(rng, sd, f"out{b}{c}", 3, 8)
+    for c in ("", "_c"):
+        _linear(rng, sd, f"fuse_dense{c}.0", 8, 24)
+        _linear(rng, sd, f"out_fuse{c}", 3, 8)
+    return sd
+
+
+def diting014_np(x, sd):
+    """0.1.4's DiTingMotion fuse heads (polarity, clarity logits) in eval mode, on its training input:
+    demean, divide by the (population) standard deviation, second channel the sign of x[i] - x[i-1]
+    (a 0 first); five blocks of two [4 parallel convs (ReLU) + input -> conv k3 -> ReLU], the block
+    input concatenated, max-pool 2 (not after block 5); side convs k3 -> ReLU -> flatten on blocks 3,
+    4, 5 -> dense 8 -> ReLU; fuse: the three concatenated -> dense 8 -> ReLU -> output."""
+    xd = x.astype(np.float64) - x.mean(axis=1, keepdims=True)
+    xd = xd / (xd.std(axis=1, keepdims=True) + 1e-12)
+    h = np.stack([xd, np.sign(np.diff(xd, axis=1, prepend=xd[:, :1]))], axis=1)
+
+    def comb(a, prefix):
+        return np.concatenate([relu(conv_np(a, sd, f"{prefix}.branch{b}", (k // 2, k // 2)))
+                               for b, k in zip((1, 2, 3, 4), (3, 3, 5, 5))] + [a], axis=1)
+
+    names = [("b1_comb1", "b1_conv1", "b1_comb2", "b1_conv2")] + [
+        (f"block{b}.comb1", f"block{b}.fusion1", f"block{b}.comb2", f"block{b}.fusion2") for b in range(2, 6)]
+    outs = []
+    for b, (c1, f1, c2, f2) in enumerate(names, start=1):
+        o = relu(conv_np(comb(h, c1), sd, f1, (1, 1)))
+        o = relu(conv_np(comb(o, c2), sd, f2, (1, 1)))
+        h = np.concatenate([h, o], axis=1)
+        h = maxpool_cf(h) if b < 5 else h
+        outs.append(h)
+    fused = []
+    for c in ("", "_c"):
+        hidden = [relu(dense_np(relu(conv_np(outs[b - 1], sd, f"side{b}_conv", (1, 1))).reshape(len(x), -1), sd,
+                                f"dense{b}{c}.0")) for b in (3, 4, 5)]
+        fused.append(dense_np(relu(dense_np(np.concatenate(hidden, axis=1), sd, f"fuse_dense{c}.0")), sd, f"out_fuse{c}"))
+    return fused[0], fused[1]
+
+
+@pytest.mark.parametrize("name, length, options", [
+    ("polarcap", 64, {"padding": "symmetric"}),
+    ("rpnet", 80, {"branch_relu": False, "attention_residual": False}),
+    ("diting_motion", 64, {"readout": "fuse", "difference": "backward", "scale": "std"}),
+])
+def test_seispolarity_014_polarcap_rpnet_diting_give_their_outputs(tmp_path, name, length, options):
+    rng = np.random.default_rng(17)
+    state = {"polarcap": polarcap014_state, "rpnet": rpnet014_state, "diting_motion": diting014_state}[name](rng)
+    x = rng.normal(0, 1, (5, length)).cumsum(axis=1)
+    x = (x / np.abs(x).max(axis=1, keepdims=True)).astype(np.float32)  # 0.1.4 peak-normalises
+    src = tmp_path / f"{name.upper()}_SCSN.pth"
+    torch.save({"state_dict": state}, src)
+    out = tmp_path / f"{name}.ckpt"
+    model_arg = {"diting_motion": "DitingMotion"}.get(name, name)
+    assert pretrained_main(["import", "seispolarity-0.1.4", str(src), str(out), "--model", model_arg]) == 0
+    described = load_checkpoint(out)["model"]
+    assert described["input_length"] == length
+    assert {k: described["init_kwargs"][k] for k in options} == options  # rebuilt the same way from the file
+    predictor = Predictor(out, device="cpu")
+    assert predictor.model.registry_name == name and predictor.normalize == "peak"
+    probs = predictor.predict(x).probabilities.astype(np.float64)
+    model = predictor.model
+    xt = torch.from_numpy(x)[:, None]
+    if name == "polarcap":
+        logits, recon = polarcap014_np(x, state)
+        with torch.no_grad():
+            np.testing.assert_allclose(model.reconstruct(xt).double().numpy(), recon, rtol=0, atol=1e-5)
+    elif name == "rpnet":
+        logits = rpnet014_np(x, state)
+    else:
+        logits, clarity = diting014_np(x, state)
+        np.testing.assert_allclose(model.clarity(xt).double().numpy(), softmax(clarity), rtol=0, atol=1e-5)
+    expected = softmax(logits)
+    assert np.abs(expected - expected.mean(axis=0)).max() > 2e-3  # the windows are told apart (> 100 x atol)
+    np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["ross", "ppnet", "cfm"])
 def test_seispolarity_014_checkpoints_give_their_outputs(tmp_path, name):
     rng = np.random.default_rng(5)
@@ -506,20 +705,62 @@ def test_seispolarity_014_eqpolarity_with_another_mlp_is_refused(tmp_path):
         import_seispolarity014(src, tmp_path / "o.ckpt", "eqpolarity")
 
 
-@pytest.mark.parametrize("model, says", [
-    ("polarcap", "pads its even-kernel convolutions (k32, k16) by k/2 on both sides"),
-    ("rpnet", "inception branches have no ReLU after their convolutions"),
-    ("diting", "predicts from the fuse head alone where ours averages the four polarity heads"),
-    ("DitingMotion", "sign(x[i] - x[i-1]) (0 first) where ours is sign(x[i+1] - x[i]) (0 last)"),
-])
-def test_seispolarity_014_refuses_what_it_cannot_map(tmp_path, capsys, model, says):
+def test_seispolarity_014_unknown_model_is_one_clear_error(tmp_path, capsys):
     src = tmp_path / "M.pth"
     torch.save({"encoder.0.weight": torch.zeros(32, 1, 32)}, src)
-    assert pretrained_main(["import", "seispolarity-0.1.4", str(src), str(tmp_path / "o.ckpt"), "--model", model]) == 1
+    assert pretrained_main(["import", "seispolarity-0.1.4", str(src), str(tmp_path / "o.ckpt"), "--model", "phasenet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not importable from 0.1.4: " in err[0] and says in err[0]
-    assert "mapped models: ppnet, ross, cfm, eqpolarity" in err[0]
+    assert len(err) == 1 and "expected one of ppnet, ross, cfm, eqpolarity, polarcap, rpnet, diting_motion" in err[0]
     assert not (tmp_path / "o.ckpt").exists()
+
+
+def test_0_1_4_options_keep_the_layers_and_their_defaults_the_old_models():
+    """The 0.1.4-compatible options change no parameter (same keys and shapes, so the importer's
+    mapping holds for either); at their defaults the models are what they were: Keras-'same' PolarCAP
+    padding, ReLUs in RPNet's inception branches, DiTingMotion's mean of the four heads and a forward
+    difference (0 last), peak scaling."""
+    from seispolarity.models import DiTingMotion, PolarCAP, RPNet, get_model
+    from seispolarity.models.diting_motion import _log_mean_softmax
+
+    for cls, compat in ((PolarCAP, {"padding": "symmetric"}), (RPNet, {"branch_relu": False}),
+                        (DiTingMotion, {"readout": "fuse", "difference": "backward", "scale": "std"})):
+        a, b = cls(), cls(**compat)
+        assert {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+        assert all(a.init_kwargs.get(k) is None for k in compat)  # defaults are not written into descriptions
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 400).cumsum(-1)
+    polarcap = get_model("polarcap").eval()
+    assert polarcap.padding == "same" and polarcap.encoder[0][0].padding == (15, 16)
+    assert polarcap.encoder[5][0].padding == (7, 8) and polarcap.classifier[1].in_features == 8 * 16
+    rpnet = get_model("rpnet", input_length=64).eval()
+    assert rpnet.branch_relu and all(isinstance(m[-1], torch.nn.ReLU) for inc in rpnet.inception[:2]
+                                     for m in (inc.b1, inc.b3, inc.b5, inc.bp))
+    diting = get_model("diting_motion").eval()
+    assert (diting.readout, diting.difference, diting.scale) == ("mean", "forward", "peak")
+    with torch.no_grad():
+        two = diting.two_channel_input(x[:, :, :128])
+        ref = x[:, :, :128] - x[:, :, :128].mean(-1, keepdim=True)
+        ref = ref / ref.abs().amax(-1, keepdim=True)
+        assert torch.equal(two[:, 0], ref[:, 0]) and torch.equal(two[:, 1, -1], torch.zeros(4))
+        assert torch.equal(two[:, 1, :-1], torch.sign(ref[:, 0, 1:] - ref[:, 0, :-1]))
+        pol, cla = diting._heads(x)
+        assert torch.equal(diting.classify(x), _log_mean_softmax(pol))
+        assert torch.equal(diting.clarity(x), _log_mean_softmax(cla).exp())
+
+
+@pytest.mark.parametrize("cls, kwargs, says", [
+    ("PolarCAP", {"padding": "valid"}, "PolarCAP padding must be one of same, symmetric, got 'valid'"),
+    ("RPNet", {"branch_relu": "no"}, "RPNet branch_relu must be true or false, got 'no'"),
+    ("DiTingMotion", {"readout": "max"}, "DiTingMotion readout must be one of mean, fuse, got 'max'"),
+    ("DiTingMotion", {"difference": "central"}, "DiTingMotion difference must be one of forward, backward"),
+    ("DiTingMotion", {"scale": "rms"}, "DiTingMotion scale must be one of peak, std, got 'rms'"),
+])
+def test_0_1_4_options_are_checked(cls, kwargs, says):
+    import seispolarity.models as models
+
+    with pytest.raises(ValueError, match=re.escape(says)) as info:
+        getattr(models, cls)(**kwargs)
+    assert "\n" not in str(info.value)
 
 
 def test_seispolarity_014_wrong_keys_are_one_clear_error(tmp_path):

@@ -62,6 +62,11 @@ def _log_mean_softmax(logits: list[torch.Tensor]) -> torch.Tensor:
     return torch.logsumexp(stacked, dim=0) - math.log(len(logits))
 
 
+READOUTS = ("mean", "fuse")
+DIFFERENCES = ("forward", "backward")
+SCALES = ("peak", "std")
+
+
 @register_model("diting_motion")
 class DiTingMotion(PolarityModel):
     """DiTingMotion first-motion polarity + onset clarity classifier.
@@ -105,6 +110,16 @@ class DiTingMotion(PolarityModel):
         hidden_units: width of the side and fuse hidden layers (8).
         normalize: demean and peak-normalise each trace before building the two channels.
         side_loss_weight, clarity_loss_weight: weights of the two auxiliary parts.
+        readout: ``"mean"`` (default, the paper: the average of the four polarity heads'
+            probabilities) or ``"fuse"`` (the fuse head alone, as SeisPolarity 0.1.4 predicts);
+            the same for ``clarity``. Training's deep supervision is the same either way.
+        difference: the second input channel, ``"forward"`` (default: ``sign(x[i+1] - x[i])``, a 0
+            last) or ``"backward"`` (``sign(x[i] - x[i-1])``, a 0 first: 0.1.4's
+            ``DifferentialFeatures``).
+        scale: with ``normalize``, divide the demeaned trace by its peak absolute amplitude
+            (``"peak"``, default) or by its standard deviation (``"std"``, population, plus 1e-12:
+            0.1.4's ``Normalize(amp_norm_type="std")`` of its DiTingMotion training). The 0.1.4
+            importer builds ``readout="fuse", difference="backward", scale="std"``.
     """
 
     #: the classification head, trainable under ``trainer.freeze=features``: the polarity side branches and their fusion
@@ -114,10 +129,16 @@ class DiTingMotion(PolarityModel):
 
     def __init__(self, num_classes: int = 3, input_length: int = 128, filters: int = 8, dropout: float = 0.2,
                  num_clarity_classes: int = 3, side_channels: int = 2, hidden_units: int = 8,
-                 normalize: bool = True, side_loss_weight: float = 1.0, clarity_loss_weight: float = 1.0) -> None:
+                 normalize: bool = True, side_loss_weight: float = 1.0, clarity_loss_weight: float = 1.0,
+                 readout: str = "mean", difference: str = "forward", scale: str = "peak") -> None:
         super().__init__(num_classes, input_length, in_channels=1)
         if input_length < 16:
             raise ValueError(f"DiTingMotion needs input_length >= 16, got {input_length}")
+        for name, value, allowed in (("readout", readout, READOUTS), ("difference", difference, DIFFERENCES),
+                                     ("scale", scale, SCALES)):
+            if value not in allowed:
+                raise ValueError(f"DiTingMotion {name} must be one of {', '.join(allowed)}, got {value!r}")
+        self.readout, self.difference, self.scale = readout, difference, scale
         self.num_clarity_classes = int(num_clarity_classes)
         self.normalize = bool(normalize)
         self.side_loss_weight = float(side_loss_weight)
@@ -145,12 +166,20 @@ class DiTingMotion(PolarityModel):
 
     # -- pieces ---------------------------------------------------------------------------------
     def two_channel_input(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, L) trace -> (B, 2, L): [trace, sign of its first difference (0 appended)]."""
+        """(B, 1, L) trace -> (B, 2, L): [trace, sign of its first difference (a 0 appended for
+        ``difference="forward"``, prepended for ``"backward"``)]."""
         if self.normalize:
             x = x - x.mean(dim=-1, keepdim=True)
-            x = x / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
+            if self.scale == "peak":
+                x = x / x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
+            else:
+                x = x / (x.std(dim=-1, keepdim=True, unbiased=False) + 1e-12)
         diff_sign = torch.sign(torch.diff(x, dim=-1))
-        return torch.cat([x, F.pad(diff_sign, (0, 1))], dim=1)
+        return torch.cat([x, F.pad(diff_sign, (0, 1) if self.difference == "forward" else (1, 0))], dim=1)
+
+    def _readout(self, logits: list[torch.Tensor]) -> torch.Tensor:
+        """The prediction's logits from the four heads: log of their mean softmax, or the fuse head's."""
+        return _log_mean_softmax(logits) if self.readout == "mean" else logits[-1]
 
     def _heads(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """All polarity and clarity heads' logits: ([side3, side4, side5, fuse], same for clarity)."""
@@ -175,17 +204,17 @@ class DiTingMotion(PolarityModel):
     # -- public API -----------------------------------------------------------------------------
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         pol, _ = self._heads(x)
-        return _log_mean_softmax(pol)
+        return self._readout(pol)
 
     @torch.no_grad()
     def clarity(self, x: torch.Tensor) -> torch.Tensor:
         """Onset clarity probabilities ``(B, num_clarity_classes)`` (0 impulsive, 1 emergent, 2 unknown)."""
         _, cla = self._heads(x)
-        return _log_mean_softmax(cla).exp()
+        return _log_mean_softmax(cla).exp() if self.readout == "mean" else torch.softmax(cla[-1].float(), dim=-1)
 
     def forward_with_aux(self, x: torch.Tensor, targets: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
         pol, cla = self._heads(x)
-        logits = _log_mean_softmax(pol)
+        logits = self._readout(pol)
         targets = targets or {}
         parts = []
         labels = targets.get("labels")

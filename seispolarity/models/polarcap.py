@@ -7,12 +7,17 @@ from torch.nn import functional as F
 
 from .base import PolarityModel, register_model
 
+PADDINGS = ("same", "symmetric")
 
-def _conv_same(cin: int, cout: int, k: int) -> nn.Sequential:
-    """Keras-style 'same' convolution for an even kernel (the extra zero goes on the right), padded
-    explicitly so PyTorch does not warn about even kernels."""
-    left = (k - 1) // 2
-    return nn.Sequential(nn.ConstantPad1d((left, k - 1 - left), 0.0), nn.Conv1d(cin, cout, k))
+
+def _conv_same(cin: int, cout: int, k: int, padding: str = "same") -> nn.Sequential:
+    """Convolution with explicit zero padding (so PyTorch does not warn about even kernels):
+    ``"same"`` is Keras-style (``(k-1)//2`` left, the extra zero on the right; the length is kept),
+    ``"symmetric"`` pads ``k//2`` on both sides (one sample longer for an even kernel: SeisPolarity
+    0.1.4's ``Conv1d(padding=k//2)``)."""
+    left = (k - 1) // 2 if padding == "same" else k // 2
+    right = k - 1 - left if padding == "same" else k // 2
+    return nn.Sequential(nn.ConstantPad1d((left, right), 0.0), nn.Conv1d(cin, cout, k))
 
 
 @register_model("polarcap")
@@ -48,27 +53,39 @@ class PolarCAP(PolarityModel):
         dropout: dropout after the first convolution (paper: 0.3).
         recon_loss_weight: weight of the reconstruction MSE in the auxiliary loss.
         normalize: divide each trace by its peak absolute amplitude first (paper: yes).
+        padding: ``"same"`` (default; Keras 'same' as in the paper: ``(k-1)//2`` zeros left, ``k//2``
+            right, lengths 64 -> 32 -> 16) or ``"symmetric"`` (``k//2`` zeros on both sides, as
+            SeisPolarity 0.1.4's PyTorch port pads its even kernels: each convolution is one sample
+            longer, 65 and 33, so the max-pools pair other samples; the decoder upsamples by 2 and its
+            output is cut to ``input_length``). Same parameters either way; ``"symmetric"`` is what the
+            0.1.4 importer builds.
     """
 
     #: the classification head, trainable under ``trainer.freeze=features``: the linear layer on the bottleneck
     head_prefixes = ("classifier.",)
 
     def __init__(self, num_classes: int = 2, input_length: int = 64, dropout: float = 0.3,
-                 recon_loss_weight: float = 1.0, normalize: bool = True) -> None:
+                 recon_loss_weight: float = 1.0, normalize: bool = True, padding: str = "same") -> None:
         super().__init__(num_classes, input_length, in_channels=1)
         if input_length < 4:
             raise ValueError(f"PolarCAP needs input_length >= 4, got {input_length}")
+        if padding not in PADDINGS:
+            raise ValueError(f"PolarCAP padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
         self.recon_loss_weight = float(recon_loss_weight)
         self.normalize = bool(normalize)
+        self.padding = padding
+        pad = padding
         self.encoder = nn.Sequential(
-            _conv_same(self.in_channels, 32, 32), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            _conv_same(self.in_channels, 32, 32, pad), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.BatchNorm1d(32), nn.MaxPool1d(2),
-            _conv_same(32, 8, 16), nn.ReLU(inplace=True), nn.BatchNorm1d(8), nn.MaxPool1d(2),
+            _conv_same(32, 8, 16, pad), nn.ReLU(inplace=True), nn.BatchNorm1d(8), nn.MaxPool1d(2),
         )
-        self.dec1 = nn.Sequential(_conv_same(8, 8, 16), nn.Tanh(), nn.BatchNorm1d(8))
-        self.dec2 = nn.Sequential(_conv_same(8, 32, 32), nn.ReLU(inplace=True), nn.BatchNorm1d(32))
-        self.dec3 = nn.Sequential(_conv_same(32, self.in_channels, 64), nn.Tanh())
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * (input_length // 4), self.num_classes))
+        self.dec1 = nn.Sequential(_conv_same(8, 8, 16, pad), nn.Tanh(), nn.BatchNorm1d(8))
+        self.dec2 = nn.Sequential(_conv_same(8, 32, 32, pad), nn.ReLU(inplace=True), nn.BatchNorm1d(32))
+        self.dec3 = nn.Sequential(_conv_same(32, self.in_channels, 64, pad), nn.Tanh())
+        # bottleneck steps: L // 4 with 'same'; with 'symmetric' each even-kernel convolution adds one
+        steps = input_length // 4 if padding == "same" else ((input_length + 1) // 2 + 1) // 2
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * steps, self.num_classes))
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = self.fit_input(x)
@@ -78,6 +95,10 @@ class PolarCAP(PolarityModel):
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         length = self.input_length
+        if self.padding == "symmetric":  # 0.1.4: Upsample(scale_factor=2) twice, the output cut to the window
+            h = F.interpolate(self.dec1(z), scale_factor=2, mode="nearest")
+            h = F.interpolate(self.dec2(h), scale_factor=2, mode="nearest")
+            return self.dec3(h)[..., :length]
         h = F.interpolate(self.dec1(z), size=length // 2, mode="nearest")
         h = F.interpolate(self.dec2(h), size=length, mode="nearest")
         return self.dec3(h)

@@ -9,15 +9,17 @@ from .base import PolarityModel, register_model
 
 
 class _Inception(nn.Module):
-    """GoogLeNet-style module: 1x1 | 1x1->3 | 1x1->5 | maxpool3->1x1, each conv followed by ReLU."""
+    """GoogLeNet-style module: 1x1 | 1x1->3 | 1x1->5 | maxpool3->1x1, each conv followed by ReLU
+    (``relu=False``: no ReLU inside the branches, SeisPolarity 0.1.4's module; the indices of the
+    convolutions, hence the state-dict keys, are the same either way)."""
 
-    def __init__(self, cin: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, cp: int) -> None:
+    def __init__(self, cin: int, c1: int, c3r: int, c3: int, c5r: int, c5: int, cp: int, relu: bool = True) -> None:
         super().__init__()
-        relu = lambda: nn.ReLU(inplace=True)  # noqa: E731
-        self.b1 = nn.Sequential(nn.Conv1d(cin, c1, 1), relu())
-        self.b3 = nn.Sequential(nn.Conv1d(cin, c3r, 1), relu(), nn.Conv1d(c3r, c3, 3, padding=1), relu())
-        self.b5 = nn.Sequential(nn.Conv1d(cin, c5r, 1), relu(), nn.Conv1d(c5r, c5, 5, padding=2), relu())
-        self.bp = nn.Sequential(nn.MaxPool1d(3, stride=1, padding=1), nn.Conv1d(cin, cp, 1), relu())
+        act = (lambda: nn.ReLU(inplace=True)) if relu else nn.Identity
+        self.b1 = nn.Sequential(nn.Conv1d(cin, c1, 1), act())
+        self.b3 = nn.Sequential(nn.Conv1d(cin, c3r, 1), act(), nn.Conv1d(c3r, c3, 3, padding=1), act())
+        self.b5 = nn.Sequential(nn.Conv1d(cin, c5r, 1), act(), nn.Conv1d(c5r, c5, 5, padding=2), act())
+        self.bp = nn.Sequential(nn.MaxPool1d(3, stride=1, padding=1), nn.Conv1d(cin, cp, 1), act())
         self.out_channels = c1 + c3 + c5 + cp
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,6 +65,9 @@ class RPNet(PolarityModel):
             synthetic set (0.50 up/down validation accuracy after 125 steps of 32 at lr 3e-4 and at
             1e-3, against 0.83 with it, in our check); False gives the plain stack of the
             reimplementation.
+        branch_relu: a ReLU after each convolution inside the inception modules (default, GoogLeNet's
+            and the paper's module); False leaves them linear, as SeisPolarity 0.1.4's ``RPNet`` does
+            (what its importer builds, with ``attention_residual=False``). No parameters either way.
     """
 
     #: the classification head, trainable under ``trainer.freeze=features``: FC 128 and the output layer
@@ -70,17 +75,20 @@ class RPNet(PolarityModel):
 
     def __init__(self, num_classes: int = 2, input_length: int = 400, attention_heads: int = 8,
                  fc_units: int = 128, dropout: float = 0.2, mc_samples: int = 20,
-                 attention_residual: bool = True) -> None:
+                 attention_residual: bool = True, branch_relu: bool = True) -> None:
         super().__init__(num_classes, input_length, in_channels=1)
         if input_length < 8:
             raise ValueError(f"RPNet needs input_length >= 8, got {input_length}")
         self.dropout = float(dropout)
         self.mc_samples = int(mc_samples)
+        if not isinstance(branch_relu, bool):
+            raise ValueError(f"RPNet branch_relu must be true or false, got {branch_relu!r}")
         self.attention_residual = bool(attention_residual)
+        self.branch_relu = branch_relu
         self.stem = nn.Sequential(nn.Conv1d(self.in_channels, 64, 3, stride=2, padding=1), nn.ReLU(inplace=True),
                                   nn.MaxPool1d(2))
-        inc1 = _Inception(64, 64, 64, 96, 16, 32, 32)
-        inc2 = _Inception(inc1.out_channels, 128, 128, 192, 32, 96, 64)
+        inc1 = _Inception(64, 64, 64, 96, 16, 32, 32, relu=branch_relu)
+        inc2 = _Inception(inc1.out_channels, 128, 128, 192, 32, 96, 64, relu=branch_relu)
         self.inception = nn.Sequential(inc1, inc2, nn.MaxPool1d(2))
         width = inc2.out_channels
         self.lstm = nn.LSTM(width, width, batch_first=True)

@@ -32,12 +32,26 @@ from the tensors' shapes, so a checkpoint of a narrower or wider variant imports
   Token width, block count and window (4 x tokens) come from the shapes; 4 attention heads (its
   default; not in a state dict).
 
-Class order is 0 up, 1 down (2 unknown) in both projects. Not mapped (refused in one line, each
-saying what differs): PolarCAP (0.1.4's even-kernel convolutions pad k/2 on both sides, so its
-max-pools pair other samples than ours), RPNet (no ReLU inside its inception branches, ours have
-GoogLeNet's) and DiTingMotion (every layer maps, but 0.1.4 predicts from the fuse head alone and
-ours from the mean of the four heads, and 0.1.4's second input channel is the sign of
-``x[i] - x[i-1]``, ours of ``x[i+1] - x[i]``). The checkpoint records ``normalize="peak"`` (0.1.4's
+- ``polarcap`` (0.1.4 ``PolarCAP``): built as ``PolarCAP(padding="symmetric")`` (0.1.4 pads its
+  even kernels k/2 on both sides, 65 and 33 samples before the max-pools); ``encoder.{0,5}`` ->
+  ``encoder.{0,5}.1``, ``encoder.{3,7}`` unchanged, ``decoder.{0,2,4,6,8}`` -> ``dec1.0.1``,
+  ``dec1.2``, ``dec2.0.1``, ``dec2.2``, ``dec3.0.1``, ``classifier.1`` unchanged (its softmax is ours).
+- ``rpnet`` (0.1.4 ``RPNet``): built as ``RPNet(branch_relu=False, attention_residual=False)`` (no
+  ReLU inside its inception branches; its classifier reads the attention output); ``initial_conv.0``
+  -> ``stem.0``, ``inception{1,2}.branch{1, 2.0, 2.1, 3.0, 3.1, 4.1}`` -> ``inception.{0,1}.{b1.0,
+  b3.0, b3.2, b5.0, b5.2, bp.1}``, ``self_attention`` -> ``attention``, ``fc1`` -> ``fc.1``, ``fc2``
+  -> ``out``; 8 heads.
+- ``diting_motion`` (0.1.4 ``DitingMotion``): built as ``DiTingMotion(readout="fuse",
+  difference="backward", scale="std", dropout=0.15)`` (0.1.4 predicts from the fuse head alone, its
+  second input channel is ``sign(x[i] - x[i-1])``, 0 first, and its training standardises the
+  trace); ``b1_*`` and ``block{2..5}.{comb1,fusion1,comb2,fusion2}`` -> ``blocks.{0..4}.stages.{0,2,4,6}``,
+  ``side{3,4,5}_conv`` -> ``side_convs.{0,1,2}``, ``dense{b}(_c).0`` / ``out{b}(_c)`` ->
+  ``{polarity,clarity}_sides.<i>.{hidden.0,out}``, ``fuse_dense(_c).0`` / ``out_fuse(_c)`` ->
+  ``{polarity,clarity}_fuse.{hidden.0,out}``.
+
+The options are in the checkpoint's model description, so ``Predictor``, ``train=false`` and
+``init_from`` rebuild the same model. Class order is 0 up, 1 down (2 unknown) in both projects.
+The checkpoint records ``normalize="peak"`` (0.1.4's
 Predictor divides each window by its peak) and the model's window, P at the centre.
 """
 from __future__ import annotations
@@ -48,17 +62,9 @@ from typing import Any, Callable
 
 import torch
 
-MODELS = ("ppnet", "ross", "cfm", "eqpolarity")
-NOT_MAPPED = {
-    "polarcap": "0.1.4 pads its even-kernel convolutions (k32, k16) by k/2 on both sides (65 and 33 samples "
-                "before each max-pool of 2), ours Keras-'same' ((k-1)/2 left, k/2 right; 64 and 32), so the "
-                "pools pair other samples and no weights give its outputs",
-    "rpnet": "0.1.4's inception branches have no ReLU after their convolutions, ours one after each "
-             "(GoogLeNet's), and no weights undo a ReLU",
-    "diting_motion": "its layers map one to one, but 0.1.4 predicts from the fuse head alone where ours "
-                     "averages the four polarity heads' probabilities, and 0.1.4's second input channel is "
-                     "sign(x[i] - x[i-1]) (0 first) where ours is sign(x[i+1] - x[i]) (0 last)",
-}
+MODELS = ("ppnet", "ross", "cfm", "eqpolarity", "polarcap", "rpnet", "diting_motion")
+#: models of 0.1.4 that cannot be mapped, with the reason (none at present)
+NOT_MAPPED: dict[str, str] = {}
 
 #: 0.1.4's class names for them
 ALIASES = {"app": "ppnet", "scsn": "ross", "eqpolaritycct": "eqpolarity", "diting": "diting_motion",
@@ -172,7 +178,71 @@ def _eqpolarity(state: dict[str, torch.Tensor]):
     return model, out
 
 
-BUILDERS = {"ppnet": _ppnet, "ross": _ross, "cfm": _cfm, "eqpolarity": _eqpolarity}
+def _polarcap(state: dict[str, torch.Tensor]):
+    from ..models import PolarCAP
+
+    out_w = state["classifier.1.weight"]
+    if int(out_w.shape[1]) % 8:
+        raise ValueError(f"classifier.1 takes {int(out_w.shape[1])} features, not 8 bottleneck channels x steps")
+    model = PolarCAP(num_classes=int(out_w.shape[0]), input_length=4 * (int(out_w.shape[1]) // 8), padding="symmetric")
+    names = {"encoder.0": "encoder.0.1", "encoder.3": "encoder.3", "encoder.5": "encoder.5.1", "encoder.7": "encoder.7",
+             "decoder.0": "dec1.0.1", "decoder.2": "dec1.2", "decoder.4": "dec2.0.1", "decoder.6": "dec2.2",
+             "decoder.8": "dec3.0.1", "classifier.1": "classifier.1"}
+    rules = [(rf"^{re.escape(old)}\.", f"{new}.") for old, new in names.items()]
+    return model, _rename(state, rules)
+
+
+def _rpnet(state: dict[str, torch.Tensor]):
+    from ..models import RPNet
+
+    fc1, width = state["fc1.weight"], int(state["lstm.weight_hh_l0"].shape[1])
+    if int(fc1.shape[1]) % width:
+        raise ValueError(f"fc1 takes {int(fc1.shape[1])} features, not a whole number of {width}-wide steps")
+    model = RPNet(num_classes=int(state["fc2.weight"].shape[0]), input_length=8 * (int(fc1.shape[1]) // width),
+                  attention_heads=8, fc_units=int(fc1.shape[0]), attention_residual=False, branch_relu=False)
+    branch = {"branch1.": "b1.0.", "branch2.0.": "b3.0.", "branch2.1.": "b3.2.", "branch3.0.": "b5.0.",
+              "branch3.1.": "b5.2.", "branch4.1.": "bp.1."}
+    rules = [(r"^initial_conv\.0\.", "stem.0."), (r"^self_attention\.", "attention."), (r"^lstm\.", "lstm."),
+             (r"^fc1\.", "fc.1."), (r"^fc2\.", "out."),
+             (r"^inception([12])\.(branch1\.|branch[23]\.[01]\.|branch4\.1\.)",
+              lambda m: f"inception.{int(m.group(1)) - 1}.{branch[m.group(2)]}")]
+    return model, _rename(state, rules)
+
+
+def _diting_rules() -> list[tuple[str, str]]:
+    stages = [("b1_comb1", "b1_conv1", "b1_comb2", "b1_conv2")] + [
+        (f"block{b}.comb1", f"block{b}.fusion1", f"block{b}.comb2", f"block{b}.fusion2") for b in range(2, 6)]
+    rules = []
+    for s, (comb1, conv1, comb2, conv2) in enumerate(stages):
+        for j, comb in ((0, comb1), (4, comb2)):
+            rules += [(f"{comb}.branch{b + 1}.", f"blocks.{s}.stages.{j}.branches.{b}.") for b in range(4)]
+        rules += [(f"{conv1}.", f"blocks.{s}.stages.2."), (f"{conv2}.", f"blocks.{s}.stages.6.")]
+    for i, b in enumerate((3, 4, 5)):
+        rules += [(f"side{b}_conv.", f"side_convs.{i}."), (f"dense{b}_c.0.", f"clarity_sides.{i}.hidden.0."),
+                  (f"out{b}_c.", f"clarity_sides.{i}.out."), (f"dense{b}.0.", f"polarity_sides.{i}.hidden.0."),
+                  (f"out{b}.", f"polarity_sides.{i}.out.")]
+    rules += [("fuse_dense_c.0.", "clarity_fuse.hidden.0."), ("out_fuse_c.", "clarity_fuse.out."),
+              ("fuse_dense.0.", "polarity_fuse.hidden.0."), ("out_fuse.", "polarity_fuse.out.")]
+    return [("^" + re.escape(old), new) for old, new in rules]
+
+
+def _diting(state: dict[str, torch.Tensor]):
+    from ..models import DiTingMotion
+
+    side, dense = state["side3_conv.weight"], state["dense3.0.weight"]
+    channels = int(side.shape[0])
+    if int(dense.shape[1]) % channels:
+        raise ValueError(f"dense3 takes {int(dense.shape[1])} features, not a whole number of {channels} channels")
+    model = DiTingMotion(num_classes=int(state["out_fuse.weight"].shape[0]),
+                         input_length=8 * (int(dense.shape[1]) // channels),
+                         filters=int(state["b1_comb1.branch1.weight"].shape[0]), dropout=0.15,
+                         num_clarity_classes=int(state["out_fuse_c.weight"].shape[0]), side_channels=channels,
+                         hidden_units=int(dense.shape[0]), readout="fuse", difference="backward", scale="std")
+    return model, _rename(state, _diting_rules())
+
+
+BUILDERS = {"ppnet": _ppnet, "ross": _ross, "cfm": _cfm, "eqpolarity": _eqpolarity, "polarcap": _polarcap,
+            "rpnet": _rpnet, "diting_motion": _diting}
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
