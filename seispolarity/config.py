@@ -364,7 +364,9 @@ def register_configs() -> None:
                    "tensorboard_dir": (Optional[str], "${paths.output_dir}/tensorboard"),
                    "amp": (Any, False), "distributed": (Any, "auto")})
     cs.store(group="schema/trainer", name="default", node=trainer)
-    cs.store(group="schema/augment", name="default", node=schema_from_callable("AugmentSchema", AugmentConfig, AugmentConfig))
+    cs.store(group="schema/augment", name="default",
+             node=schema_from_callable("AugmentSchema", AugmentConfig, AugmentConfig))
     from .reports import ReportConfig
 
-    cs.store(group="schema/report", name="default", node=schema_from_callable("ReportSchema", ReportConfig, ReportConfig))
+    cs.store(group="schema/report", name="default",
+             node=schema_from_callable("ReportSchema", ReportConfig, ReportConfig))
