@@ -712,7 +712,8 @@ def generate_synthetic(path: str | os.PathLike, num_traces: int = 20000, seed: i
     """Write a synthetic flat-layout HDF5 file and return its path.
 
     Args:
-        path: output file; written atomically (``path + ".tmp"`` then ``os.replace``), parents created.
+        path: output file; written atomically (``folders.atomic_file``: a per-process temporary file
+            beside it, then ``os.replace``), parents created.
         num_traces: number of traces N.
         seed: random seed; the same seed, N and knobs give a byte-identical file.
         **knobs: fields of :class:`SyntheticConfig` (an unknown name raises TypeError).

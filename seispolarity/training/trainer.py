@@ -56,7 +56,8 @@ class Trainer:
         val_dataset / test_dataset: explicit splits; without ``val_dataset`` a
             ``validation_split`` share is held out (event-grouped when the data has event ids).
         optimizer / scheduler: optional factories ``f(params)`` / ``f(optimizer)`` that override
-            ``config.optimizer`` / ``config.lr_scheduler`` (the Hydra runner passes ``_partial_`` ones).
+            ``config.optimizer`` / ``config.lr_scheduler`` (the Hydra runner passes none: it sets both
+            in the TrainingConfig, from the optimizer registry).
         augment: training augmentations: "default" (``AugmentConfig()``, the runner's default too:
             polarity flips, added noise, pick-error shifts), an AugmentConfig, or None for none.
             Models trained on the synthetic set transfer to real records with it (docs/sim2real.md).
