@@ -104,7 +104,7 @@ class TrainingConfig:
         """Every field checked where it is set, each bad value a one-line ValueError naming it."""
         self._check_types()
         self._check_ranges()
-        self._check_optimizer(self._fail)
+        self._check_optimizer()
         self._check_choices()
 
     def _fail(self, name: str, expected: str) -> None:
@@ -182,8 +182,9 @@ class TrainingConfig:
         if self.freeze not in FREEZE:
             fail("freeze", f"one of {FREEZE}")
 
-    def _check_optimizer(self, fail) -> None:
+    def _check_optimizer(self) -> None:
         """The optimizer and the schedule: names and keywords of the registry (``optim``)."""
+        fail = self._fail
         self.optimizer = str(self.optimizer).lower()
         if self.optimizer not in OPTIMIZERS:
             fail("optimizer", f"one of {tuple(OPTIMIZERS)}")
