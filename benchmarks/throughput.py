@@ -260,7 +260,7 @@ def data_path(trainer, epoch: int, max_batches: int | None = None) -> float:
     _sync(trainer.device)
     started = time.perf_counter()
     count = 0
-    for batch in trainer.iterate(trainer.train_dataset, batches):
+    for batch in trainer.iterate(trainer.train_dataset, batches, train=True):
         x, labels, _ = trainer.prepare_inputs(batch, train=True)
         count += len(labels)
     _sync(trainer.device)

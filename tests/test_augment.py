@@ -379,3 +379,88 @@ def test_prepare_batch_normalised_equals_augment_then_normalise_in_distribution(
     assert torch.equal(new, ref_labels)
     assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6)
     assert torch.allclose(out.abs().amax(dim=(-2, -1)), torch.ones(500))
+
+
+# ----------------------------------------------------------------------------------------------
+# the CPU's noise bank and the crop cut while reading (issue 16: the preloaded data path's speed)
+# ----------------------------------------------------------------------------------------------
+def test_noise_from_the_bank_keeps_the_noise_distribution_and_no_trace_shares_its_batch_noise():
+    """The Trainer's NoiseBank (noise drawn in bulk, each vector used by several traces across
+    batches) against the configured distribution, over 40 batches of 256: SNR uniform in dB,
+    Gaussian, white, and within a batch every trace's noise independent of every other's."""
+    from seispolarity.data.augment import NoiseBank
+
+    b, length, batches = 256, 400, 40
+    t = torch.arange(length) / 100.0
+    amp = torch.exp(torch.linspace(-3.0, 3.0, b))[:, None, None]
+    x = amp * torch.sin(2 * math.pi * 2.7 * t + torch.linspace(0, 3, b)[:, None, None])
+    conf = cfg(noise_prob=0.3, noise_snr_db=[5.0, 40.0])
+    bank, g = NoiseBank(seed=5, slots=1024, reuse=2), gen(12)
+    snrs, units, shares = [], [], []
+    for _ in range(batches):
+        out, _, _ = prepare_batch({"waveforms": x.clone(), "labels": torch.zeros(b, dtype=torch.long)}, length,
+                                  "none", conf, g, noise_bank=bank)
+        noise = out - x
+        noisy = (noise != 0).any(dim=2).any(dim=1)
+        shares.append(noisy.float().mean().item())
+        snrs.append(20 * torch.log10(x[noisy].std(dim=(-2, -1)) / noise[noisy].std(dim=(-2, -1))))
+        z = (noise[noisy] / noise[noisy].std(dim=(-2, -1), keepdim=True)).flatten(1)
+        corr = (z @ z.T) / z.shape[1]  # within the batch: independent vectors, |r| ~ 0.05, never ~1
+        assert float((corr - torch.diag(torch.diag(corr))).abs().max()) < 0.35
+        units.append(z)
+    assert abs(sum(shares) / batches - 0.3) < 0.02
+    assert bank.uses == sum(len(z) for z in units) and bank.uses > 2 * 1024  # the bank was drawn anew
+    snr = torch.cat(snrs)
+    assert float(snr.min()) > 4.0 and float(snr.max()) < 41.0  # a 400-sample std scatters ~0.3 dB
+    deciles = torch.quantile(snr, torch.linspace(0.1, 0.9, 9))
+    assert bool(((deciles - torch.linspace(8.5, 36.5, 9)).abs() < 1.5).all()), deciles
+    z = torch.cat(units)
+    assert abs(z.mean().item()) < 0.01 and abs((z ** 4).mean().item() - 3.0) < 0.1
+    assert abs((z[:, 1:] * z[:, :-1]).mean().item()) < 0.01
+
+
+def test_noise_bank_is_a_function_of_its_seed_and_count():
+    """What a resume relies on: a bank restored from state_dict hands out the same noise."""
+    from seispolarity.data.augment import NoiseBank
+
+    first, g1 = NoiseBank(seed=3, slots=64, reuse=2), gen(1)
+    for _ in range(5):
+        first.take(20, (1, 50), torch.float32, g1)
+    again, g2 = NoiseBank(seed=3, slots=64, reuse=2), gen(1)
+    again.load_state_dict(first.state_dict())
+    g2.set_state(g1.get_state())
+    assert torch.equal(first.take(20, (1, 50), torch.float32, g1), again.take(20, (1, 50), torch.float32, g2))
+    assert NoiseBank(seed=3, slots=64).take(40, (1, 50), torch.float32, gen(0)) is None  # over half: draw fresh
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_crop_windows_cuts_every_trace_at_its_own_start(channels):
+    from seispolarity.data.dataset import crop_windows
+
+    store = torch.randn(50, channels, 30)
+    traces = torch.tensor([7, 0, 49, 7, 22])
+    start = torch.tensor([0, 10, 5, 3, 10])
+    out = crop_windows(store, 20, start, traces=traces)
+    assert torch.equal(out, torch.stack([store[i, :, s:s + 20] for i, s in zip(traces.tolist(), start.tolist())]))
+    batch = store[traces]
+    assert torch.equal(crop_windows(batch, 20, start), out)
+    assert torch.equal(crop(batch, 20, start - 5)[0], out)  # crop: a shift around the centre
+
+
+def test_training_batches_cut_while_reading_equal_reading_then_cropping(tmp_path):
+    """Training on the CPU from a preloaded set, the Trainer cuts each batch's shifted crop as it
+    slices it; the model input, labels and targets are the same bytes as slicing the whole window
+    and letting prepare_batch draw the shift and crop, from the same generator state."""
+    path = write_pulses(tmp_path / "p.hdf5", n=90, length=700)
+    ds = WaveformDataset(str(path), name="synthetic", preload=True, window_length=400, max_shift=5)
+    trainer = Trainer(Ross(), ds, TrainingConfig(batch_size=16, epochs=1, device="cpu", validation_split=0.0))
+    batches = trainer.epoch_batches(1)
+    state, bank = trainer.augment_generator.get_state(), trainer.noise_bank.state_dict()
+    fused = [trainer.prepare_inputs(batch, train=True) for batch in trainer.iterate(ds, batches, train=True)]
+    assert all("start" in batch for batch in trainer.iterate(ds, batches[:1], train=True))
+    trainer.augment_generator.set_state(state)
+    trainer.noise_bank.load_state_dict(bank)
+    plain = [trainer.prepare_inputs(ds.get_batch(idx), train=True) for idx in batches]
+    for (x1, y1, t1), (x2, y2, t2) in zip(fused, plain):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2) and torch.equal(t1["p_index"], t2["p_index"])
+    assert len(fused) == len(plain) == len(batches)

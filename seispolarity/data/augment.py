@@ -6,14 +6,15 @@ optional band-pass is a causal Butterworth response, so it never puts energy bef
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 import torch
 
-from .dataset import normalize_waveforms
-from .labels import DOWN, UP
+from .dataset import crop_windows, normalize_waveforms
+from .labels import DOWN, UNKNOWN, UP
 
 
 @dataclass
@@ -55,9 +56,7 @@ def crop(x: torch.Tensor, length: int, shift: torch.Tensor | None = None) -> tup
     """Cut ``length`` samples around the centre, each trace moved by ``shift`` samples.
 
     Returns the crop and each trace's start offset (so a P index can follow the shift). Without a
-    shift the crop is a view of ``x``; with one it is a new tensor (on the CPU one strided copy
-    through numpy's fancy indexing of a sliding-window view, ~2.5x faster than ``torch.gather``
-    with its index tensor as large as the output).
+    shift the crop is a view of ``x``; with one it is a new tensor (``crop_windows``).
     """
     width = x.shape[-1]
     centre = (width - length) // 2
@@ -65,19 +64,36 @@ def crop(x: torch.Tensor, length: int, shift: torch.Tensor | None = None) -> tup
         start = torch.full((x.shape[0],), centre, dtype=torch.long, device=x.device)
         return x[..., centre:centre + length], start
     start = (centre + shift).clamp(0, width - length)
-    if x.device.type == "cpu" and not x.requires_grad and x.dim() == 3:
-        windows = np.lib.stride_tricks.sliding_window_view(x.numpy(), length, axis=2)  # (B, C, W-L+1, L)
-        out = np.ascontiguousarray(windows[np.arange(x.shape[0]), :, start.numpy()])  # (B, C, L)
-        return torch.from_numpy(out), start
-    idx = (start[:, None] + torch.arange(length, device=x.device))[:, None, :].expand(-1, x.shape[1], -1)
-    return torch.gather(x, 2, idx), start
+    return crop_windows(x, length, start), start
+
+
+def shifted_starts(count: int, width: int, length: int, cfg: AugmentConfig, generator: torch.Generator | None,
+                   device: torch.device | str) -> torch.Tensor | None:
+    """Where each training crop of ``length`` from a window of ``width`` starts: the centre moved by a
+    shift uniform in ``[-max_shift, max_shift]`` (at most the window's margin); None without a shift."""
+    margin = min(int(cfg.max_shift), (width - length) // 2)
+    if margin <= 0:
+        return None
+    shift = torch.randint(-margin, margin + 1, (count,), generator=generator, device=device)
+    return shift.add_((width - length) // 2)
+
+
+@lru_cache(maxsize=8)
+def _swap_table(device: torch.device) -> torch.Tensor:
+    """label -> its flipped label, made once per device (making it per batch would be a copy to the
+    device, and on CUDA a host sync, every step)."""
+    return torch.tensor([DOWN, UP, UNKNOWN], dtype=torch.long, device=device)
+
+
+def _flipped_labels(labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Up and down swapped on the masked traces (unknown stays unknown): one table lookup."""
+    return torch.where(mask, _swap_table(labels.device).index_select(0, labels), labels)
 
 
 def flip_polarity(x: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Negate the masked traces and swap their up/down labels (unknown stays unknown)."""
     sign = torch.where(mask, -1.0, 1.0).to(x.dtype)[:, None, None]
-    swapped = torch.where(labels == UP, DOWN, torch.where(labels == DOWN, UP, labels))
-    return x * sign, torch.where(mask, swapped, labels)
+    return x * sign, _flipped_labels(labels, mask)
 
 
 @lru_cache(maxsize=16)
@@ -106,42 +122,94 @@ def causal_bandpass(x: torch.Tensor, sampling_rate: float, low: float, high: flo
 def _trace_std(x: torch.Tensor) -> torch.Tensor:
     """Per-trace unbiased standard deviation over channels and samples, ``(B,)``.
 
-    ``x.std(dim=(-2, -1))`` to float rounding (~1e-7 relative), by a two-pass mean and sum of
-    squares: torch's CPU std (Welford) takes ~1 ms on a (256, 1, 400) batch, this ~0.05 ms.
+    ``x.std(dim=(-2, -1))`` to float rounding (~1e-7 relative), as the norm of the centred trace:
+    torch's CPU std (Welford) takes ~1 ms on a (256, 1, 400) batch, this ~0.03 ms.
     """
     flat = x.flatten(1)
     centred = flat - flat.mean(dim=1, keepdim=True)
-    return (centred.square().sum(dim=1) / max(flat.shape[1] - 1, 1)).sqrt()
+    return torch.linalg.vector_norm(centred, dim=1) / math.sqrt(max(flat.shape[1] - 1, 1))
+
+
+def _noise_level(std: torch.Tensor, snr_u: torch.Tensor, snr_db: list[float]) -> torch.Tensor:
+    """``std / 10 ** (snr / 20)`` with ``snr`` uniform in ``snr_db`` (dB) for ``snr_u`` uniform in [0, 1):
+    the factor is ``exp`` of an affine function of ``snr_u``, two operations."""
+    lo, hi = float(snr_db[0]), float(snr_db[1])
+    per_db = math.log(10.0) / 20.0
+    return std * torch.exp(torch.add(-lo * per_db, snr_u, alpha=-(hi - lo) * per_db))
+
+
+class NoiseBank:
+    """Unit white Gaussian noise for the noise augmentation on the CPU, drawn in bulk and each vector
+    used by ``reuse`` traces on average.
+
+    torch's CPU generator yields ~5 ns a Gaussian value, single-threaded: fresh noise for the ~30 %
+    of a batch of 256 that get it was a fifth of the CPU data path. The bank holds ``slots`` noise
+    vectors drawn from a generator of its own. A batch takes a run of consecutive slots from a
+    random start (drawn from the augmentation generator), so no two traces of a batch share noise;
+    after ``reuse x slots`` vectors have been handed out the bank is drawn anew. Each trace's noise
+    is exactly white and Gaussian and independent of the rest of its batch; only in other batches is
+    a vector met again, by other traces at other levels and polarities. The bank is a function of
+    (seed, shape, refills), so a checkpoint keeps one count (``state_dict``) for an exact resume.
+    """
+
+    def __init__(self, seed: int, slots: int = 4096, reuse: int = 8) -> None:
+        self.seed, self.slots, self.reuse = int(seed), int(slots), int(reuse)
+        self.uses = 0  # noise vectors handed out so far
+        self._values: torch.Tensor | None = None
+        self._drawn_for: tuple | None = None  # (refill, shape, dtype) of _values
+
+    def take(self, count: int, shape: tuple[int, ...], dtype: torch.dtype,
+             generator: torch.Generator | None) -> torch.Tensor | None:
+        """``count`` distinct unit-noise vectors of ``shape`` (a view: do not write to it); None when
+        the batch wants more than half the bank (then draw fresh noise)."""
+        if count > self.slots // 2:
+            return None
+        key = (self.uses // (self.reuse * self.slots), tuple(shape), dtype)
+        if key != self._drawn_for:
+            bank_generator = torch.Generator().manual_seed((self.seed * 1_000_003 + key[0]) % 2**63)
+            if self._drawn_for is None or self._drawn_for[1:] != key[1:]:
+                self._values = torch.empty((self.slots, *shape), dtype=dtype)
+            self._values.normal_(generator=bank_generator)  # in place: no fresh pages to fault in
+            self._drawn_for = key
+        start = int(torch.randint(0, self.slots - count + 1, (1,), generator=generator))
+        self.uses += count
+        return self._values[start:start + count]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"uses": self.uses}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.uses = int(state.get("uses", 0))
 
 
 def _add_noise(x: torch.Tensor, cfg: AugmentConfig, snr_u: torch.Tensor, mask: torch.Tensor,
-               generator: torch.Generator | None, inplace: bool) -> torch.Tensor:
+               generator: torch.Generator | None, inplace: bool, bank: NoiseBank | None = None) -> torch.Tensor:
     """White Gaussian noise at ``snr_db`` (uniform in ``cfg.noise_snr_db``) on the masked traces.
 
-    On the CPU the Gaussian draw is most of the data path's time (torch's generator yields ~8 ns a
-    value, single-threaded), so only the masked traces (``noise_prob`` of them) draw noise, and the
-    rest are not touched. On an accelerator the draw is cheap and counting the masked traces would
-    be a host sync per batch: every trace draws, and the mask zeroes the level of the others.
+    On the CPU the Gaussian draw is the data path's largest cost, so only the masked traces
+    (``noise_prob`` of them) get noise, from ``bank`` where one is given, and the rest are not
+    touched. On an accelerator the draw is cheap and counting the masked traces would be a host
+    sync per batch: every trace draws, and the mask zeroes the level of the others.
     """
-    lo, hi = cfg.noise_snr_db
     if x.device.type == "cpu":
         rows = mask.nonzero().squeeze(1)
-        if len(rows) == 0:
+        if rows.shape[0] == 0:
             return x
         picked = x.index_select(0, rows)
-        snr_db = lo + (hi - lo) * snr_u.index_select(0, rows)
-        level = _trace_std(picked) / torch.pow(10.0, snr_db / 20.0)
-        noise = torch.randn(picked.shape, generator=generator, dtype=x.dtype)
-        picked.add_(noise.mul_(level[:, None, None]))
-        return x.index_copy_(0, rows, picked) if inplace else x.index_copy(0, rows, picked)
-    level = _trace_std(x) / torch.pow(10.0, (lo + (hi - lo) * snr_u) / 20.0) * mask
+        level = _noise_level(_trace_std(picked), snr_u.index_select(0, rows), cfg.noise_snr_db)
+        unit = bank.take(rows.shape[0], picked.shape[1:], x.dtype, generator) if bank is not None else None
+        if unit is None:
+            unit = torch.randn(picked.shape, generator=generator, dtype=x.dtype)
+        noise = unit * level[:, None, None]
+        return x.index_add_(0, rows, noise) if inplace else x.index_add(0, rows, noise)
+    level = _noise_level(_trace_std(x), snr_u, cfg.noise_snr_db) * mask
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     noise.mul_(level[:, None, None])
     return x.add_(noise) if inplace else x + noise
 
 
 def _augment_parts(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None,
-                   sampling_rate: float, inplace: bool = False
+                   sampling_rate: float, inplace: bool = False, noise_bank: NoiseBank | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The augmentations as (band-passed and noisy batch, per-trace factor, labels).
 
@@ -167,9 +235,8 @@ def _augment_parts(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, ge
     factor = None
     if "flip" in u:
         flip = u["flip"] < cfg.flip_prob
-        swapped = torch.where(labels == UP, DOWN, torch.where(labels == DOWN, UP, labels))
-        labels = torch.where(flip, swapped, labels)
-        factor = 1.0 - 2.0 * flip.to(x.dtype)
+        labels = _flipped_labels(labels, flip)
+        factor = torch.where(flip, -1.0, 1.0).to(x.dtype)
     if "scale" in u:
         lo, hi = np.log(cfg.scale_range[0]), np.log(cfg.scale_range[1])
         scale = torch.exp(lo + (hi - lo) * u["scale"])
@@ -181,7 +248,7 @@ def _augment_parts(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, ge
             filtered = causal_bandpass(x, sampling_rate, *cfg.bandpass_freqs, order=cfg.bandpass_order)
             x, inplace = torch.where(mask[:, None, None], filtered, x), True
     if "noise" in u:
-        x = _add_noise(x, cfg, u["snr"], u["noise"] < cfg.noise_prob, generator, inplace)
+        x = _add_noise(x, cfg, u["snr"], u["noise"] < cfg.noise_prob, generator, inplace, noise_bank)
     return x, factor, labels
 
 
@@ -206,7 +273,7 @@ def _normalize_with_factor(x: torch.Tensor, factor: torch.Tensor | None, normali
             scale = _trace_std(x)
         den = scale.clamp_min(1e-12)
         if factor is not None:
-            den = den * torch.sign(factor)
+            den = torch.copysign(den, factor)
         den = den[:, None, None]
         return x.div_(den) if inplace else x / den
     if factor is not None:
@@ -216,27 +283,28 @@ def _normalize_with_factor(x: torch.Tensor, factor: torch.Tensor | None, normali
 
 def prepare_batch(batch: dict[str, torch.Tensor], length: int, normalize: str | None,
                   cfg: AugmentConfig | None = None, generator: torch.Generator | None = None,
-                  sampling_rate: float = 100.0) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+                  sampling_rate: float = 100.0, noise_bank: NoiseBank | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Stored windows -> (model input ``(B, C, length)``, labels, targets for auxiliary heads).
 
     With ``cfg`` (training) the crop is shifted and the batch augmented; without it the crop is
-    centred and nothing random happens (validation, test, prediction).
+    centred and nothing random happens (validation, test, prediction). ``noise_bank``: where the
+    CPU takes its unit noise from (the Trainer's); without one, noise is drawn fresh.
     """
     x, labels = batch["waveforms"], batch["labels"]
-    if x.shape[-1] < length:
-        raise ValueError(f"windows of {x.shape[-1]} samples are shorter than the model input {length}; "
-                         f"set the dataset's window_length to at least {length}")
-    shift = None
-    if cfg is not None and cfg.max_shift > 0:
-        margin = min(int(cfg.max_shift), (x.shape[-1] - length) // 2)
-        if margin > 0:
-            shift = torch.randint(-margin, margin + 1, (x.shape[0],), generator=generator, device=x.device)
-    x, start = crop(x, length, shift)
+    if "start" in batch:  # cut as it was read (WaveformDataset.get_batch with a start): a new tensor
+        start, owned = batch["start"], True
+    else:
+        if x.shape[-1] < length:
+            raise ValueError(f"windows of {x.shape[-1]} samples are shorter than the model input {length}; "
+                             f"set the dataset's window_length to at least {length}")
+        start = None if cfg is None else shifted_starts(len(x), x.shape[-1], length, cfg, generator, x.device)
+        owned = start is not None  # a shifted crop is a new tensor: work on it in place
+        x, start = (crop_windows(x, length, start), start) if owned else crop(x, length)
     if cfg is None:
         x = normalize_waveforms(x, normalize)
     else:
-        owned = shift is not None  # a shifted crop is a new tensor: work on it in place
-        x, factor, labels = _augment_parts(x, labels, cfg, generator, sampling_rate, inplace=owned)
+        x, factor, labels = _augment_parts(x, labels, cfg, generator, sampling_rate, owned, noise_bank)
         x = _normalize_with_factor(x, factor, normalize, inplace=owned)
     targets = {"labels": labels}
     if "p_index" in batch:

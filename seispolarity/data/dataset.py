@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -212,17 +213,21 @@ class WaveformDataset(Dataset):
     def preloaded(self) -> bool:
         return self._store is not None
 
-    def raw_windows(self, indices: torch.Tensor | np.ndarray | Sequence[int]) -> torch.Tensor:
-        """Un-normalised windows with the shift margin, ``(B, C, stored_length)``."""
+    def raw_windows(self, indices: torch.Tensor | np.ndarray | Sequence[int], length: int | None = None,
+                    start: torch.Tensor | None = None) -> torch.Tensor:
+        """Un-normalised windows with the shift margin, ``(B, C, stored_length)``; with ``length`` and
+        ``start`` (per trace), the ``length`` samples from ``start`` instead: one copy from a
+        preloaded store (where reading then cropping copies twice)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         if self._store is not None:
-            pos = self._store_index[idx] if self._store_index is not None else idx
-            if pos.dim() == 1:
-                try:  # = _store[pos], ~10x faster than advanced indexing on CPU
-                    return self._store.index_select(0, pos)
+            pos = _take(self._store_index, idx) if self._store_index is not None else idx
+            if start is not None and pos.dim() == 1:
+                try:
+                    return crop_windows(self._store, length, start, traces=pos)
                 except IndexError:
-                    pass  # negative positions (or the error message of plain indexing)
-            return self._store[pos]
+                    pass  # negative positions: gathered below, then cut
+            x = _take(self._store, pos)
+            return x if start is None else crop_windows(x, length, start)
         raw = self._read(idx.numpy())
         x = torch.from_numpy(raw)
         # numpy's check: single-threaded, so no OpenMP region per batch (those stall for ms on a busy CPU)
@@ -230,7 +235,7 @@ class WaveformDataset(Dataset):
             bad = int(idx[~torch.isfinite(x).all(dim=2).all(dim=1)][0])
             raise DataFormatError(f"{self.path}: trace at row {int(self.rows[bad])} holds NaN or Inf; "
                                   f"set nan_policy=drop to skip such traces")
-        return x
+        return x if start is None else crop_windows(x, length, start)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if index < 0:
@@ -242,14 +247,21 @@ class WaveformDataset(Dataset):
         x = x[..., m:m + self.window_length]
         return normalize_waveforms(x, self.normalize)[0], self.labels[index]
 
-    def get_batch(self, indices: torch.Tensor | np.ndarray | Sequence[int]) -> dict[str, torch.Tensor]:
-        """A whole batch: raw windows (with margin), labels and whatever auxiliary targets exist."""
+    def get_batch(self, indices: torch.Tensor | np.ndarray | Sequence[int], length: int | None = None,
+                  start: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """A whole batch: raw windows (with margin), labels and whatever auxiliary targets exist.
+
+        With ``length`` and ``start`` the windows are cut as they are read (``raw_windows``), and
+        ``start`` goes into the batch, which tells ``prepare_batch`` that the crop is done.
+        """
         idx = torch.as_tensor(indices, dtype=torch.long)
-        batch = {"waveforms": self.raw_windows(idx), "labels": self.labels[idx], "index": idx}
+        batch = {"waveforms": self.raw_windows(idx, length, start), "labels": _take(self.labels, idx), "index": idx}
+        if start is not None:
+            batch["start"] = start
         if self.has_pick:
             batch["p_index"] = torch.full((len(idx),), self.stored_length // 2, dtype=torch.long)
         if self.clarity is not None:
-            batch["clarity"] = self.clarity[idx]
+            batch["clarity"] = _take(self.clarity, idx)
         return batch
 
     # -- subsets and splits ----------------------------------------------------------------------
@@ -289,6 +301,44 @@ class WaveformDataset(Dataset):
         return (f"WaveformDataset(path={self.path!r}, name={self.name!r}, traces={len(self)}, "
                 f"window={self.window_length}+2x{self.max_shift}, channels={self.num_channels}, "
                 f"preloaded={self.preloaded}, classes={self.class_counts()})")
+
+
+def crop_windows(x: torch.Tensor, length: int, start: torch.Tensor, traces: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """``x[traces[b], :, start[b]:start[b] + length]`` for every ``b`` (``traces``: all of ``x``'s, in
+    order), ``(B, C, length)``.
+
+    One ``index_select`` from a view of ``x`` as every window of ``length`` consecutive samples
+    (overlapping rows of the flat buffer, so making the view copies nothing): each output row is one
+    contiguous block, ~4x faster on the CPU than numpy's fancy indexing or ``torch.gather``, the same
+    on any device, and from a whole preloaded store one copy where a gather then a crop made two.
+    """
+    x = x.contiguous()
+    channels, width = x.shape[1], x.shape[2]
+    flat = x.reshape(-1)  # a view (it keeps x's storage offset)
+    windows = flat.as_strided((flat.numel() - length + 1, length), (1, 1))
+    if traces is None:
+        first = _trace_offsets(len(start), channels, width, x.device)
+    else:
+        first = (traces * (channels * width))[:, None] + _trace_offsets(1, channels, width, x.device)
+    return windows.index_select(0, (first + start[:, None]).view(-1)).view(len(start), channels, length)
+
+
+@lru_cache(maxsize=16)
+def _trace_offsets(count: int, channels: int, width: int, device: torch.device) -> torch.Tensor:
+    """Where each channel of each trace starts in a contiguous ``(count, channels, width)`` buffer."""
+    return torch.arange(0, count * channels * width, width, device=device).view(count, channels)
+
+
+def _take(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``values[idx]`` along the first axis: ``index_select`` (~3-10x faster than advanced indexing
+    on the CPU) where it can, indexing for negative or multi-dimensional ``idx`` and its error message."""
+    if idx.dim() == 1:
+        try:
+            return values.index_select(0, idx)
+        except IndexError:
+            pass
+    return values[idx]
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int,

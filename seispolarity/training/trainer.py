@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..console import bar as console_bar
 from ..console import default_console_logging, logs_above_bars
-from ..data.augment import AugmentConfig, prepare_batch
+from ..data.augment import AugmentConfig, NoiseBank, prepare_batch, shifted_starts
 from ..folders import writable_folder_problem
 from ..plain import to_plain
 from . import setup
@@ -93,6 +93,7 @@ class Trainer:
         self.class_weights = (setup.class_weights(self.train_dataset.labels, self.num_classes, self.device)
                               if config.class_balance == "weights" else None)
         self.augment_generator = setup.augment_generator(self.device, config.seed, self.ctx.rank)
+        self.noise_bank = NoiseBank(seed=config.seed + 1_000_003 * self.ctx.rank)  # used on the CPU only
 
         # Progress: all of it goes into checkpoints.
         self.epoch = 0  # completed epochs
@@ -174,12 +175,25 @@ class Trainer:
         return epoch_batches(self.train_dataset, self.config, epoch, self.num_classes, self.ctx.world_size,
                              self.ctx.rank)
 
-    def iterate(self, dataset, batches: list[torch.Tensor]):
-        """Batch dicts of ``dataset`` for ``batches`` (index tensors): sliced here, or read by workers."""
+    def iterate(self, dataset, batches: list[torch.Tensor], train: bool = False):
+        """Batch dicts of ``dataset`` for ``batches`` (index tensors): sliced here, or read by workers.
+
+        Training on the CPU from a preloaded set, each batch is cut at its shifted crop as it is
+        sliced (one copy instead of two; ``prepare_batch`` then skips its crop). The shift is drawn
+        from the augmentation generator just before that batch's other draws, as ``prepare_batch``
+        would draw it, so the random stream is the same either way.
+        """
+        if train and self.device.type == "cpu" and getattr(dataset, "preloaded", False) and self.input_length:
+            return (self._cut_while_reading(dataset, idx) for idx in batches)
         workers = self.config.num_workers
         workers = auto_num_workers(dataset, self.device) if workers == "auto" else workers
         return iterate_batches(dataset, batches, num_workers=workers, batch_size=self.config.batch_size,
                                pin_memory=self.config.pin_memory and self.device.type == "cuda")
+
+    def _cut_while_reading(self, dataset, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        start = shifted_starts(len(idx), dataset.stored_length, self.input_length, self.augment,
+                               self.augment_generator, self.device) if self.augment is not None else None
+        return dataset.get_batch(idx, self.input_length, start) if start is not None else dataset.get_batch(idx)
 
     def run_epoch(self) -> None:
         """One epoch (after a mid-epoch resume, from ``batch_in_epoch`` on), then ``finish_epoch``."""
@@ -189,7 +203,7 @@ class Trainer:
         skip = self.batch_in_epoch
         started = time.perf_counter()
         bar = console_bar(len(batches), f"epoch {epoch}/{cfg.epochs}", enabled=self._bars(), initial=skip)
-        for i, batch in enumerate(self.iterate(self.train_dataset, batches[skip:]), start=skip):
+        for i, batch in enumerate(self.iterate(self.train_dataset, batches[skip:], train=True), start=skip):
             self.totals.add(*self.train_step(batch))
             self.batch_in_epoch = i + 1
             if bar is not None:
@@ -240,7 +254,7 @@ class Trainer:
         batch = to_device(batch, self.device)
         length = self.input_length or batch["waveforms"].shape[-1]
         return prepare_batch(batch, length, self.normalize, self.augment if train else None,
-                             self.augment_generator, self.sampling_rate)
+                             self.augment_generator, self.sampling_rate, self.noise_bank)
 
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor, aux: torch.Tensor | None) -> torch.Tensor:
         """Cross-entropy (class-weighted with ``class_balance=weights``) plus any auxiliary loss."""
@@ -388,6 +402,7 @@ class Trainer:
             "loss": last_val["val_loss"] if last_val else (self.history[-1]["train_loss"] if self.history else None),
             "accuracy": last_val["val_accuracy"] if last_val else None,
             "rng": capture_rng_state(), "augment_rng": self.augment_generator.get_state(),
+            "noise_bank": self.noise_bank.state_dict(),
             "early_stopping": self.early_stopping.state_dict(),
             "best_metrics": to_plain(self.best_metrics), "history": to_plain(self.history), "finished": self.finished,
             "training_config": self.config.to_dict(),
@@ -417,6 +432,7 @@ class Trainer:
             restore_rng_state(state["rng"])
         if "augment_rng" in state and not self.ctx.enabled:
             self.augment_generator.set_state(state["augment_rng"].cpu())
+            self.noise_bank.load_state_dict(state.get("noise_bank", {}))
         log.info("resumed from %s at epoch %d, step %d%s", path, self.epoch, self.global_step,
                  f" (batch {self.batch_in_epoch} of epoch {self.epoch + 1})" if self.batch_in_epoch else "")
         return state
