@@ -16,7 +16,7 @@ BENCHMARKS = ROOT / "benchmarks"
 
 #: Row labels the printed table must hold, one per measurement.
 LABELS = ("limit:", "trainer:", "docs loop:", "data path, preloaded", "streaming", "0 workers", "2 workers",
-          "start-up:", "preload peak memory")
+          "host syncs per training step", "start-up:", "preload peak memory")
 
 
 def test_benchmark_prints_every_row(tmp_path, capsys):
@@ -52,3 +52,5 @@ def test_benchmark_prints_every_row(tmp_path, capsys):
     memory = results["rows"]["preload_memory"]
     assert memory["traces"] == 720 and memory["window_bytes"] == 720 * (400 + 2 * 5) * 4
     assert math.isfinite(results["rows"]["startup"]["overhead_s"])
+    syncs = results["rows"]["syncs"]  # on the CPU: the training code's host reads, each a sync on CUDA
+    assert syncs["per_step"] == 0 and syncs["epoch_n"] > 0 and "CPU proxy" in syncs["counted"], syncs

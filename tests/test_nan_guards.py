@@ -25,6 +25,7 @@ from _robustness import cli_overrides, last_line, run_cli, tiny_model, write_fla
 from seispolarity.data import WaveformDataset
 from seispolarity.data.readers import DataFormatError
 from seispolarity.training import NonFiniteLossError, Trainer, TrainingConfig
+from seispolarity.training.host_reads import HostReads
 
 HUGE = 3e37  # finite in float32 (max 3.4e38); a convolution over it overflows
 
@@ -99,6 +100,23 @@ def test_deferred_guard_reports_the_bad_step_and_never_saves_nan(poisoned, tmp_p
     for name, before in files.items():
         assert ((ckpt / name).read_bytes(), (ckpt / name).stat().st_mtime_ns) == before, f"{name} was touched"
     assert sorted(p.name for p in ckpt.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_deferred_guard_reads_nothing_from_the_device_per_step(tmp_path):
+    """Item 4 of issue 16, checked on the CPU: with the guard in its CUDA mode, the training code
+    reads no value back from the device in a step. An epoch of 2N steps makes exactly as many
+    host reads as an epoch of N (the reads of the epoch's start and end), so per step: 0."""
+    path = write_flat(tmp_path / "clean.hdf5", n=200)
+
+    def reads(steps: int) -> list[str]:
+        trainer = make(path, epochs=1, max_steps_per_epoch=steps, log_every=10**6)
+        trainer.nan_guard.deferred = True
+        with HostReads() as mode:
+            trainer.train()
+        return mode.reads
+
+    short, long = reads(2), reads(4)
+    assert len(short) == len(long), f"{len(long) - len(short)} more host reads in 2 more steps: {long}"
 
 
 def test_skip_mode_skips_the_batch_and_trains_on(poisoned, caplog):

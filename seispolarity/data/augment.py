@@ -244,7 +244,7 @@ def _augment_parts(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, ge
         factor = scale if factor is None else factor * scale
     if "bandpass" in u:
         mask = u["bandpass"] < cfg.bandpass_prob
-        if bool(mask.any()):
+        if dev.type != "cpu" or bool(mask.any()):  # on a device the look would be a host sync per step
             filtered = causal_bandpass(x, sampling_rate, *cfg.bandpass_freqs, order=cfg.bandpass_order)
             x, inplace = torch.where(mask[:, None, None], filtered, x), True
     if "noise" in u:
