@@ -144,19 +144,25 @@ class NoiseBank:
 
     torch's CPU generator yields ~5 ns a Gaussian value, single-threaded: fresh noise for the ~30 %
     of a batch of 256 that get it was a fifth of the CPU data path. The bank holds ``slots`` noise
-    vectors drawn from a generator of its own. A batch takes a run of consecutive slots from a
-    random start (drawn from the augmentation generator), so no two traces of a batch share noise;
-    after ``reuse x slots`` vectors have been handed out the bank is drawn anew. Each trace's noise
-    is exactly white and Gaussian and independent of the rest of its batch; only in other batches is
-    a vector met again, by other traces at other levels and polarities. The bank is a function of
-    (seed, shape, refills), so a checkpoint keeps one count (``state_dict``) for an exact resume.
+    vectors. A batch takes a run of consecutive slots from a random start (drawn from the
+    augmentation generator), so no two traces of a batch share noise. As vectors are handed out the
+    bank is redrawn ``chunk`` slots at a time, in turn, one slot for every ``reuse`` vectors handed
+    out: the cost is spread over the steps, and each vector serves ``reuse`` traces on average before
+    it is replaced. Each trace's noise is exactly white and Gaussian and independent of the rest of
+    its batch; only in other batches is a vector met again, by other traces at other levels and
+    polarities. Every chunk is drawn from a generator seeded by (seed, chunk, times drawn), so the
+    bank is a function of the seed and the count of vectors handed out, and a checkpoint keeps that
+    one count (``state_dict``) for an exact resume.
     """
 
-    def __init__(self, seed: int, slots: int = 4096, reuse: int = 8) -> None:
-        self.seed, self.slots, self.reuse = int(seed), int(slots), int(reuse)
+    def __init__(self, seed: int, slots: int = 4096, reuse: int = 8, chunk: int = 64) -> None:
+        if slots % chunk:
+            raise ValueError(f"NoiseBank: slots={slots} must be a multiple of chunk={chunk}")
+        self.seed, self.slots, self.reuse, self.chunk = int(seed), int(slots), int(reuse), int(chunk)
         self.uses = 0  # noise vectors handed out so far
         self._values: torch.Tensor | None = None
-        self._drawn_for: tuple | None = None  # (refill, shape, dtype) of _values
+        self._layout: tuple | None = None  # (shape, dtype) of _values
+        self._redrawn = 0  # chunks redrawn in turn since the first draw
 
     def take(self, count: int, shape: tuple[int, ...], dtype: torch.dtype,
              generator: torch.Generator | None) -> torch.Tensor | None:
@@ -164,22 +170,34 @@ class NoiseBank:
         the batch wants more than half the bank (then draw fresh noise)."""
         if count > self.slots // 2:
             return None
-        key = (self.uses // (self.reuse * self.slots), tuple(shape), dtype)
-        if key != self._drawn_for:
-            bank_generator = torch.Generator().manual_seed((self.seed * 1_000_003 + key[0]) % 2**63)
-            if self._drawn_for is None or self._drawn_for[1:] != key[1:]:
-                self._values = torch.empty((self.slots, *shape), dtype=dtype)
-            self._values.normal_(generator=bank_generator)  # in place: no fresh pages to fault in
-            self._drawn_for = key
+        chunks = self.slots // self.chunk
+        if self._layout != (tuple(shape), dtype):  # first use (or a resume): every chunk as it stands now
+            self._values = torch.empty((self.slots, *shape), dtype=dtype)
+            self._layout, self._redrawn = (tuple(shape), dtype), self._due()
+            for index in range(chunks):
+                self._draw(index, (self._redrawn - index + chunks - 1) // chunks)
+        while self._redrawn < self._due():
+            self._redrawn += 1
+            self._draw((self._redrawn - 1) % chunks, (self._redrawn - 1) // chunks + 1)
         start = int(torch.randint(0, self.slots - count + 1, (1,), generator=generator))
         self.uses += count
         return self._values[start:start + count]
+
+    def _due(self) -> int:
+        """Chunks to have been redrawn by now: one slot for every ``reuse`` vectors handed out."""
+        return self.uses // (self.reuse * self.chunk)
+
+    def _draw(self, index: int, generation: int) -> None:
+        seed = ((self.seed * 1_000_003 + index) * 1_000_003 + generation) % 2**63
+        part = self._values[index * self.chunk:(index + 1) * self.chunk]
+        part.normal_(generator=torch.Generator().manual_seed(seed))
 
     def state_dict(self) -> dict[str, int]:
         return {"uses": self.uses}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.uses = int(state.get("uses", 0))
+        self._layout = None  # redrawn for this count at the next take
 
 
 def _add_noise(x: torch.Tensor, cfg: AugmentConfig, snr_u: torch.Tensor, mask: torch.Tensor,
