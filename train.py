@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("SEISPOLARITY_ROOT", ROOT)
 
 from seispolarity.config import register_configs  # noqa: E402
-from seispolarity.launch import compose_once, prepare_argv  # noqa: E402
+from seispolarity.launch import compose_once, fast_yaml, prepare_argv  # noqa: E402
 
 register_configs()
 
@@ -32,4 +32,5 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     sys.argv = prepare_argv(sys.argv)
     compose_once()  # a single run composes its config once, not twice (seispolarity/launch.py)
+    fast_yaml()  # Hydra's config files read by libyaml's parser (seispolarity/launch.py)
     main()

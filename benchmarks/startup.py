@@ -10,7 +10,10 @@ Each repeat starts fresh interpreters (probes), one per variant, interleaved:
 - ``train.py``: the baseline, then ``train.py <overrides>`` run as ``python train.py`` runs it, stopped
   when the first epoch would start (``Trainer.run_epoch`` replaced by a stop in that process);
 - ``train.py, Hydra composing twice``: the same with ``launch.compose_once`` turned off, i.e. Hydra's
-  own path, which composes the whole config once to read ``hydra.mode`` and again to run it.
+  own path, which composes the whole config once to read ``hydra.mode`` and again to run it;
+- ``Hydra alone``: the floor under any ``@hydra.main`` script: an empty config (one composition and
+  libyaml's parser, as train.py does) until its task function starts: Hydra's own config, run
+  folder and logging.
 
 The figure is a probe's time from the end of the baseline imports to the first epoch (median over the
 repeats), and the processor time the probe used over it (``time.process_time``; close to the wall
@@ -37,7 +40,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET_S = 0.5
-VARIANTS = ("once", "twice")
+VARIANTS = ("once", "twice")  # train.py; "floor" (Hydra alone) is timed beside them
 #: The parts of a probe's start-up (seconds; see ``probe``), printed in this order.
 PARTS = ("register_s", "compose_s", "compose_run_folder_s", "preflight_s", "model_s", "data_s", "trainer_s",
          "tensorboard_s")
@@ -73,6 +76,8 @@ def probe(variant: str, overrides: list[str]) -> dict:
                "import_dynamo_s": t1 - t_torch}
     if variant == "baseline":
         return imports
+    if variant == "floor":
+        return {**imports, **hydra_floor(t1, c1, overrides)}
     import runpy
 
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -135,6 +140,30 @@ def probe(variant: str, overrides: list[str]) -> dict:
             "tensorboard_s": spent.get("tensorboard", 0.0), "tensorboard_imported": ready["tensorboard"]}
 
 
+def hydra_floor(t1: float, c1: float, overrides: list[str]) -> dict:
+    """An empty config through ``@hydra.main``, composed once as train.py composes, timed from the end
+    of the baseline imports (``t1``, ``c1``) to its task function: what no script on Hydra avoids."""
+    import hydra
+
+    from seispolarity import launch
+
+    conf = tempfile.mkdtemp(prefix="seispolarity-floor-")
+    with open(os.path.join(conf, "empty.yaml"), "w") as fh:
+        fh.write("{}\n")
+    reached: dict = {}
+
+    @hydra.main(version_base="1.3", config_path=conf, config_name="empty")
+    def task(cfg) -> None:
+        reached["t"], reached["cpu"] = time.perf_counter(), time.process_time()
+
+    run_dir = next((o for o in overrides if o.startswith("hydra.run.dir=")), f"hydra.run.dir={conf}/run")
+    sys.argv = [os.path.join(conf, "floor.py"), run_dir]
+    launch.compose_once()
+    launch.fast_yaml()
+    task()
+    return {"startup_s": reached["t"] - t1, "startup_cpu_s": reached["cpu"] - c1}
+
+
 def run_probe(variant: str, overrides: list[str], timeout: float = 600) -> dict:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     # bytecode cached as for any installed package (the warm-up probe writes it); with
@@ -159,9 +188,10 @@ def measure(repeats: int, num_traces: int, model: str, cache_dir: str, extra: li
                     "trainer.device=cpu", *extra, f"hydra.run.dir={tmp}/{tag}"]
 
         run_probe("once", overrides("warmup"))  # makes the cached synthetic set; not timed
-        probes: dict[str, list[dict]] = {"baseline": [], **{v: [] for v in VARIANTS}}
+        kinds = ("baseline", *VARIANTS, "floor")
+        probes: dict[str, list[dict]] = {kind: [] for kind in kinds}
         for i in range(repeats):
-            for variant in ("baseline", *VARIANTS)[i % 3:] + ("baseline", *VARIANTS)[:i % 3]:
+            for variant in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
                 probes[variant].append(run_probe(variant, overrides(f"{variant}{i}")))
         command = "python train.py " + " ".join(overrides("x")[:-1])
     return {"command": command, "probes": probes, "summary": summarize(probes)}
@@ -171,7 +201,8 @@ def summarize(probes: dict[str, list[dict]]) -> dict:
     def med(variant: str, key: str) -> float:
         return statistics.median(p[key] for p in probes[variant])
 
-    out = {"baseline_s": med("baseline", "baseline_s"), "baseline_cpu_s": med("baseline", "baseline_cpu_s")}
+    out = {"baseline_s": med("baseline", "baseline_s"), "baseline_cpu_s": med("baseline", "baseline_cpu_s"),
+           "floor_s": med("floor", "startup_s"), "floor_cpu_s": med("floor", "startup_cpu_s")}
     for variant in VARIANTS:
         out[variant] = {"startup_s": med(variant, "startup_s"), "startup_cpu_s": med(variant, "startup_cpu_s"),
                         "spread_s": [min(p["startup_s"] for p in probes[variant]),
@@ -206,7 +237,9 @@ def table(result: dict) -> str:
         f"command: {result['command']}", f"load average: {result.get('load')}", "",
         *rows, "",
         f"baseline (import torch, hydra, omegaconf, torch._dynamo), same run: {s['baseline_s']:.2f} s (median; "
-        f"CPU {s['baseline_cpu_s']:.2f} s)", parts_line(s["once"]["parts"]),
+        f"CPU {s['baseline_cpu_s']:.2f} s)",
+        f"Hydra alone (an empty config through @hydra.main, one composition, to its task function), same run: "
+        f"{s['floor_s']:.2f} s (median; CPU {s['floor_cpu_s']:.2f} s)", parts_line(s["once"]["parts"]),
         "CPU time: the probe's own processor time over the same span (start-up is one thread, so it is close "
         "to the wall time; a busy machine slows both)"])
 
@@ -221,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="ppnet")
     ap.add_argument("--cache-dir", default=os.path.join(ROOT, "data", "cache", "benchmarks"))
     ap.add_argument("--json", help="also write the results here")
-    ap.add_argument("--probe", choices=("baseline", *VARIANTS), help=argparse.SUPPRESS)
+    ap.add_argument("--probe", choices=("baseline", *VARIANTS, "floor"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.probe:
         print(json.dumps(probe(args.probe, extra)))

@@ -74,3 +74,31 @@ def test_the_startup_benchmark_counts_one_composition(tmp_path):
     summary = json.loads(out.read_text())["summary"]
     assert summary["once"]["compose_calls"] == 1 and summary["twice"]["compose_calls"] == 2, summary
     assert 0 < summary["once"]["startup_s"] < 60 and summary["baseline_s"] > 0, summary
+    assert "Hydra alone" in p.stdout and 0 < summary["floor_s"] < summary["once"]["startup_s"], summary
+
+
+def test_fast_yaml_reads_every_config_file_as_omegaconf_does():
+    """``launch.fast_yaml`` (OmegaConf's loader on libyaml's parser): every file of conf/ loads to the
+    same config, and OmegaConf's own rules hold (duplicate keys refused, 1e-3 a float, dates strings)."""
+    import pytest
+    import yaml
+    from omegaconf import OmegaConf, _utils
+
+    from seispolarity import launch
+
+    if not yaml.__with_libyaml__:
+        pytest.skip("PyYAML without libyaml: fast_yaml changes nothing")
+    files = sorted((ROOT / "conf").rglob("*.yaml"))
+    original = _utils.get_yaml_loader
+    pure = {f: OmegaConf.to_container(OmegaConf.load(f)) for f in files}
+    try:
+        launch.fast_yaml()
+        assert _utils.get_yaml_loader is not original and "CParser" in str(_utils.get_yaml_loader().__mro__)
+        assert all(OmegaConf.to_container(OmegaConf.load(f)) == pure[f] for f in files) and len(files) > 40
+        loaded = OmegaConf.to_container(OmegaConf.create(yaml.load("a: 1e-3\nb: 2020-01-01\nc: '1'\n",
+                                                                   Loader=_utils.get_yaml_loader())))
+        assert loaded == {"a": 0.001, "b": "2020-01-01", "c": "1"}
+        with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key a"):
+            yaml.load("a: 1\na: 2\n", Loader=_utils.get_yaml_loader())
+    finally:
+        _utils.get_yaml_loader = original
