@@ -54,3 +54,20 @@ def test_benchmark_prints_every_row(tmp_path, capsys):
     assert math.isfinite(results["rows"]["startup"]["overhead_s"])
     syncs = results["rows"]["syncs"]  # on the CPU: the training code's host reads, each a sync on CUDA
     assert syncs["per_step"] == 0 and syncs["epoch_n"] > 0 and "CPU proxy" in syncs["counted"], syncs
+
+
+def test_compare_trees_runs_a_checkout_against_itself(tmp_path):
+    """benchmarks/compare_trees.py (before / after in alternating processes), its start-up row with
+    this checkout on both sides: it runs, prints the row and writes a ratio near 1."""
+    import subprocess
+
+    out = tmp_path / "cmp.json"
+    p = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trees.py"), str(ROOT), "--pairs", "1",
+                        "--rows", "startup", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "| startup |" in p.stdout, p.stdout
+    row = json.loads(out.read_text())["rows"]["startup"]
+    assert 0 < row["now"] < 60 and 0 < row["base"] < 60 and 0.2 < row["ratio"] < 5, row
+    bad = subprocess.run([sys.executable, str(BENCHMARKS / "compare_trees.py"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == f"error: {tmp_path}: not a checkout of this project (no train.py)"
