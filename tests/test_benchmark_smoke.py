@@ -9,6 +9,7 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,7 @@ def test_benchmark_prints_every_row(tmp_path, capsys):
     assert syncs["per_step"] == 0 and syncs["epoch_n"] > 0 and "CPU proxy" in syncs["counted"], syncs
 
 
+@pytest.mark.slow  # 25 s of fresh start-up probes; `make test-slow`
 def test_compare_trees_runs_a_checkout_against_itself(tmp_path):
     """benchmarks/compare_trees.py (before / after in alternating processes), its start-up row with
     this checkout on both sides: it runs, prints the row and writes a ratio near 1."""
