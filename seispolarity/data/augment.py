@@ -170,15 +170,14 @@ class NoiseBank:
         the batch wants more than half the bank (then draw fresh noise)."""
         if count > self.slots // 2:
             return None
-        chunks = self.slots // self.chunk
         if self._layout != (tuple(shape), dtype):  # first use (or a resume): every chunk as it stands now
             self._values = torch.empty((self.slots, *shape), dtype=dtype)
             self._layout, self._redrawn = (tuple(shape), dtype), self._due()
-            for index in range(chunks):
-                self._draw(index, (self._redrawn - index + chunks - 1) // chunks)
+            for index in range(self.slots // self.chunk):
+                self._draw(index)
         while self._redrawn < self._due():
             self._redrawn += 1
-            self._draw((self._redrawn - 1) % chunks, (self._redrawn - 1) // chunks + 1)
+            self._draw((self._redrawn - 1) % (self.slots // self.chunk))
         start = int(torch.randint(0, self.slots - count + 1, (1,), generator=generator))
         self.uses += count
         return self._values[start:start + count]
@@ -187,7 +186,11 @@ class NoiseBank:
         """Chunks to have been redrawn by now: one slot for every ``reuse`` vectors handed out."""
         return self.uses // (self.reuse * self.chunk)
 
-    def _draw(self, index: int, generation: int) -> None:
+    def _draw(self, index: int) -> None:
+        """Chunk ``index`` as it stands after ``_redrawn`` redraws in turn (chunk ``i`` is redrawn by
+        the redraws ``i``, ``i + chunks``, ...): its seed counts those, plus the first draw."""
+        chunks = self.slots // self.chunk
+        generation = (self._redrawn - index + chunks - 1) // chunks
         seed = ((self.seed * 1_000_003 + index) * 1_000_003 + generation) % 2**63
         part = self._values[index * self.chunk:(index + 1) * self.chunk]
         part.normal_(generator=torch.Generator().manual_seed(seed))
