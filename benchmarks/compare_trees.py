@@ -2,6 +2,7 @@
 
     git worktree add /tmp/base <commit>
     python benchmarks/compare_trees.py /tmp/base [--pairs 4] [--threads N] [--rows preloaded,streaming,startup]
+                                                 (also: streaming_w1, streaming_w2)
 
 Each pair runs one process per checkout, the order swapped every pair, so a machine that drifts
 (shared cores run 20-40 % slower in some hours than in others) slows both alike; the ratio is the
@@ -11,6 +12,7 @@ median of the per-pair ratios. Rows:
   normalisation, no model) over 5 epochs of the first 20,000 traces of throughput.py's file, preloaded,
   Ross's window; a separate Trainer warms up first, so the timed one pays its own first draws;
 - ``streaming``: the same over 3 x 150 batches read from the 200,000-trace file (``preload=False``, 0 workers);
+  ``streaming_w1``, ``streaming_w2``: with ``num_workers`` 1 or 2 asked of the Trainer;
 - ``startup``: ``startup.py``'s probe (``train.py`` until the first epoch, beyond the imports), each
   checkout's own probe and ``train.py``.
 
@@ -32,7 +34,8 @@ CACHE = os.path.join(ROOT, "data", "cache", "benchmarks")
 
 DATA_PROBE = r"""
 import json, sys
-root, threads, streaming, cache = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+root, threads, workers, cache = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+streaming = workers != "preloaded"
 sys.path[:0] = [root + "/benchmarks", root]
 import torch
 if threads:
@@ -50,7 +53,7 @@ else:
     ds = WaveformDataset(path, name="synthetic", preload=True, window_length=window, max_shift=5, max_traces=20000)
 cpu = torch.device("cpu")
 data_path(make_trainer(model, ds, args, cpu, steps=None), 0, 20 if streaming else 2)
-trainer = make_trainer(model, ds, args, cpu, steps=None)
+trainer = make_trainer(model, ds, args, cpu, steps=None, num_workers=int(workers) if streaming else 0)
 epochs, batches = (3, 150) if streaming else (5, None)
 rates = [data_path(trainer, e + 1, batches) for e in range(epochs)]
 print(json.dumps(sorted(rates)[len(rates) // 2]))
@@ -72,7 +75,8 @@ def probe(row: str, root: str, threads: str, tag: str) -> float:
         cmd = [sys.executable, os.path.join(root, "benchmarks", "startup.py"), "--probe", "once", "--",
                *STARTUP_OVERRIDES, f"hydra.run.dir={os.path.join(CACHE, 'compare_trees', tag)}"]
     else:
-        cmd = [sys.executable, "-c", DATA_PROBE, root, threads, "1" if row == "streaming" else "0", CACHE]
+        workers = "preloaded" if row == "preloaded" else row.partition("_w")[2] or "0"
+        cmd = [sys.executable, "-c", DATA_PROBE, root, threads, workers, CACHE]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=root, env=_env(root), timeout=900)
     if out.returncode != 0:
         raise SystemExit(f"error: {row} probe in {root} failed:\n{out.stderr[-2000:]}")

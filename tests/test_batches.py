@@ -1,9 +1,16 @@
-"""training/batches.py: the epoch's batches, and the streaming path through DataLoader workers.
+"""training/batches.py and worker_pool.py: the epoch's batches, and the streaming path through
+worker processes.
 
 Workers hand the windows back through shared-memory slots that later batches reuse; every batch
-must still arrive whole, in order and unchanged, however many batches are in flight.
+must still arrive whole, in order and unchanged, however many batches are in flight. A worker's
+error reaches the training process, and no worker outlives its pass.
 """
 from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
 
 import pytest
 import torch
@@ -15,7 +22,9 @@ from seispolarity.training.batches import (
     is_streaming,
     iterate_batches,
     shard_batches,
+    workers_to_start,
 )
+from seispolarity.training.worker_pool import read_in_workers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -58,3 +67,73 @@ def test_auto_num_workers(stream, synthetic_file):
     assert auto_num_workers(stream, "cuda", cores=2) == 0  # no core to spare
     assert auto_num_workers(stream, "cuda", cores=4) == 2
     assert auto_num_workers(stream, "cuda", cores=32) == 4
+
+
+class FailingReads:
+    """A streaming dataset whose worker fails at one batch: by raising, or by dying."""
+
+    preloaded = False
+
+    def __init__(self, stream, bad_first_row: int, how: str) -> None:
+        self.stream, self.bad, self.how = stream, bad_first_row, how
+
+    def get_batch(self, idx):
+        if int(idx[0]) == self.bad:
+            if self.how == "raise":
+                raise ValueError(f"row {self.bad}: unreadable")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.stream.get_batch(idx)
+
+
+def _children() -> list:
+    return [p for p in multiprocessing.active_children() if p.name.startswith("seispolarity-data")]
+
+
+def test_a_worker_error_is_raised_here_and_no_worker_is_left(stream):
+    batches = shard_batches(torch.arange(240), 24)
+    with pytest.raises(ValueError, match="row 120: unreadable"):
+        list(read_in_workers(FailingReads(stream, 120, "raise"), batches, workers=2))
+    assert _children() == []
+
+
+def test_a_dead_worker_is_a_one_line_error(stream):
+    batches = shard_batches(torch.arange(240), 24)
+    with pytest.raises(RuntimeError, match=r"data worker 1 exited unexpectedly \(exit code -9\)"):
+        list(read_in_workers(FailingReads(stream, 72, "die"), batches, workers=2))
+    assert _children() == []
+
+
+def test_leaving_early_stops_the_workers_and_gives_the_threads_back(stream, monkeypatch):
+    from seispolarity.training import worker_pool
+
+    monkeypatch.setattr(worker_pool, "usable_cores", lambda: 3)
+    threads = 2
+    torch.set_num_threads(threads)
+    batches = shard_batches(torch.arange(480), 24)
+    reader = read_in_workers(stream, batches, workers=2)
+    next(reader)
+    assert len(_children()) == 2
+    assert torch.get_num_threads() == 1  # the workers' cores are theirs while they run
+    reader.close()
+    assert _children() == [] and torch.get_num_threads() == threads
+
+
+def test_workers_to_start(stream, synthetic_file):
+    preloaded = WaveformDataset(synthetic_file, name="synthetic", preload=True, max_traces=50)
+    assert workers_to_start("auto", stream, "cuda", cores=8) == auto_num_workers(stream, "cuda", cores=8)
+    assert workers_to_start(2, stream, "cpu", cores=2) == 1  # one core stays with the training process
+    assert workers_to_start(3, stream, "cuda", cores=16) == 3
+    assert workers_to_start(2, stream, "cpu", cores=1) == 0
+    assert workers_to_start(2, preloaded, "cpu", cores=1) == 2  # not streaming: a plain torch DataLoader's
+
+
+def test_the_trainer_says_when_it_starts_fewer_workers(stream, caplog, monkeypatch):
+    from seispolarity.models import Ross
+    from seispolarity.training import Trainer, TrainingConfig, batches
+
+    monkeypatch.setattr(batches, "usable_cores", lambda: 2)
+    config = TrainingConfig(batch_size=32, epochs=1, num_workers=4, max_steps_per_epoch=2, device="cpu",
+                            save_dir=None, tensorboard_dir=None, show_progress=False, test_split=0.0)
+    with caplog.at_level(logging.INFO, logger="seispolarity.training"):
+        Trainer(Ross(), stream, config)
+    assert "trainer.num_workers=4: 1 worker(s) start on this machine's 2 cores" in caplog.text

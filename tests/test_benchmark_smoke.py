@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 
 #: Row labels the printed table must hold, one per measurement.
-LABELS = ("limit:", "trainer:", "docs loop:", "data path, preloaded", "streaming", "0 workers", "2 workers",
+LABELS = ("limit:", "trainer:", "docs loop:", "data path, preloaded", "streaming", "0 workers", "1 workers", "2 workers",
           "host syncs per training step", "start-up:", "preload peak memory")
 
 
@@ -44,7 +44,7 @@ def test_benchmark_prints_every_row(tmp_path, capsys):
 
     results = json.loads(out.read_text())
     assert set(throughput.ROWS) <= set(results["rows"])
-    for key in ("limit", "trainer", "docs_loop", "data_preloaded", "data_streaming_w0", "data_streaming_w2"):
+    for key in ("limit", "trainer", "docs_loop", "data_preloaded", "data_streaming_w0", "data_streaming_w1", "data_streaming_w2"):
         value = results["rows"][key]["samples_per_s"]
         assert math.isfinite(value) and value > 0, (key, value)
     for key in ("over_limit", "over_docs"):

@@ -13,7 +13,7 @@ import torch
 
 from ..data.augment import AugmentConfig
 from ..data.labels import CLASS_NAMES
-from .batches import as_batched_dataset
+from .batches import as_batched_dataset, workers_to_start
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import TrainingConfig
 from .distributed import DistContext, init_distributed
@@ -79,6 +79,16 @@ def resolve_augment(augment: AugmentConfig | str | None) -> AugmentConfig | None
     if augment is not None and not isinstance(augment, AugmentConfig):
         raise ValueError(f"augment={augment!r}; expected 'default', an AugmentConfig or None")
     return augment
+
+
+def tell_capped_workers(num_workers: int | str, dataset, device: torch.device) -> None:
+    """Say so once when fewer workers start than ``num_workers`` asks for (``workers_to_start``)."""
+    if num_workers == "auto":
+        return
+    started = workers_to_start(num_workers, dataset, device)
+    if started < int(num_workers):
+        log.info("trainer.num_workers=%s: %d worker(s) start on this machine's %d cores, one core "
+                 "staying with the training process", num_workers, started, started + 1)
 
 
 def check_labels_fit(dataset, num_classes: int, role: str) -> None:

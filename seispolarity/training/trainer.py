@@ -28,7 +28,7 @@ from ..data.augment import AugmentConfig, NoiseBank, prepare_batch, shifted_star
 from ..folders import writable_folder_problem
 from ..plain import to_plain
 from . import setup
-from .batches import as_batched_dataset, auto_num_workers, epoch_batches, iterate_batches, to_device
+from .batches import as_batched_dataset, epoch_batches, iterate_batches, to_device, workers_to_start
 from .checkpoint import capture_rng_state, load_checkpoint, restore_optimizer_state, restore_rng_state, save_checkpoint
 from .config import TrainingConfig
 from .distributed import barrier
@@ -78,6 +78,7 @@ class Trainer:
         self.num_classes = int(getattr(model, "num_classes", 3))
         setup.check_labels_fit(self.train_dataset, self.num_classes, "training")
         self.augment = setup.resolve_augment(augment)
+        setup.tell_capped_workers(config.num_workers, self.train_dataset, self.device)
         self.normalize = getattr(self.train_dataset, "normalize", None)
         self.sampling_rate = float(getattr(self.train_dataset, "sampling_rate", 100.0))
         if config.init_from and config.resume_from:
@@ -185,8 +186,7 @@ class Trainer:
         """
         if train and self.device.type == "cpu" and getattr(dataset, "preloaded", False) and self.input_length:
             return (self._cut_while_reading(dataset, idx) for idx in batches)
-        workers = self.config.num_workers
-        workers = auto_num_workers(dataset, self.device) if workers == "auto" else workers
+        workers = workers_to_start(self.config.num_workers, dataset, self.device)
         return iterate_batches(dataset, batches, num_workers=workers, batch_size=self.config.batch_size,
                                pin_memory=self.config.pin_memory and self.device.type == "cuda")
 

@@ -3,7 +3,7 @@
 A reader knows one layout (flat / SCSN, SeisBench, DiTing). On construction it reads only the
 small per-trace tables (labels, P positions, metadata), never the waveforms. ``read_windows``
 then reads just the requested windows around P, straight from disk. HDF5 handles are opened
-lazily and re-opened after a fork, so a reader can be pickled into DataLoader workers.
+lazily and re-opened after a fork, so a reader survives a fork (or pickling) into worker processes.
 """
 from __future__ import annotations
 
