@@ -281,7 +281,8 @@ def streaming_rows(model, stream, args, device, log) -> dict[str, dict]:
             trainer = make_trainer(model, stream, args, device, steps=None, num_workers=workers)
             values[workers].append(data_path(trainer, rep + 1, args.stream_batches))
             del trainer
-        log(f"data path streaming, repeat {rep + 1}: " + ", ".join(f"{w} workers {v[-1]:,.0f}" for w, v in values.items()))
+        got = ", ".join(f"{w} workers {v[-1]:,.0f}" for w, v in values.items())
+        log(f"data path streaming, repeat {rep + 1}: {got}")
     rows = {}
     for workers, got in values.items():
         ratios = [v / v0 for v, v0 in zip(got, values[0])]

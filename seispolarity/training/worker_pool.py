@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import signal
 import sys
-from typing import Any, Iterator
+from typing import Iterator
 
 import torch
 
