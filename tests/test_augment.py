@@ -25,7 +25,15 @@ import torch
 import torch.nn.functional as F
 
 from seispolarity import WaveformDataset
-from seispolarity.data.augment import AugmentConfig, augment, causal_bandpass, crop, flip_polarity, prepare_batch
+from seispolarity.data.augment import (
+    AugmentConfig,
+    NoiseBank,
+    augment,
+    causal_bandpass,
+    crop,
+    flip_polarity,
+    prepare_batch,
+)
 from seispolarity.data.labels import DOWN, UNKNOWN, UP
 from seispolarity.models import Ross
 from seispolarity.training import Trainer, TrainingConfig
@@ -450,20 +458,29 @@ def test_crop_windows_cuts_every_trace_at_its_own_start(channels):
     assert torch.equal(crop(batch, 20, start - 5)[0], out)  # crop: a shift around the centre
 
 
-def test_training_batches_cut_while_reading_equal_reading_then_cropping(tmp_path):
-    """Training on the CPU from a preloaded set, the Trainer cuts each batch's shifted crop as it
-    slices it; the model input, labels and targets are the same bytes as slicing the whole window
-    and letting prepare_batch draw the shift and crop, from the same generator state."""
+def test_training_batches_prepared_together_equal_one_at_a_time(tmp_path):
+    """Training on the CPU from a preloaded set, the Trainer prepares batches 4 at a time, each cut
+    at its shifted crop as it is sliced. The model input, labels and targets are the same bytes as
+    slicing each whole window and letting prepare_batch draw the shift, crop and augment it, from
+    the same generator state; and each batch's ``stream_after`` is the generator and noise bank state
+    after its own draws (what a checkpoint after that batch keeps)."""
     path = write_pulses(tmp_path / "p.hdf5", n=90, length=700)
     ds = WaveformDataset(str(path), name="synthetic", preload=True, window_length=400, max_shift=5)
-    trainer = Trainer(Ross(), ds, TrainingConfig(batch_size=16, epochs=1, device="cpu", validation_split=0.0))
-    batches = trainer.epoch_batches(1)
+    conf = AugmentConfig(noise_prob=0.9, scale_prob=0.5, bandpass_prob=0.3)
+    trainer = Trainer(Ross(), ds, TrainingConfig(batch_size=16, epochs=1, device="cpu", validation_split=0.0),
+                      augment=conf)
+    trainer.noise_bank = NoiseBank(seed=4, slots=64, reuse=1, chunk=16)  # redrawn within a group
+    batches = trainer.epoch_batches(1)  # 6 batches, the last of 10: a group of 4, then one of 2
     state, bank = trainer.augment_generator.get_state(), trainer.noise_bank.state_dict()
-    fused = [trainer.prepare_inputs(batch, train=True) for batch in trainer.iterate(ds, batches, train=True)]
-    assert all("start" in batch for batch in trainer.iterate(ds, batches[:1], train=True))
+    together = list(trainer.iterate(ds, batches, train=True))
     trainer.augment_generator.set_state(state)
+    trainer.noise_bank = NoiseBank(seed=4, slots=64, reuse=1, chunk=16)
     trainer.noise_bank.load_state_dict(bank)
-    plain = [trainer.prepare_inputs(ds.get_batch(idx), train=True) for idx in batches]
-    for (x1, y1, t1), (x2, y2, t2) in zip(fused, plain):
+    for batch, idx in zip(together, batches, strict=True):
+        x1, y1, t1 = trainer.prepare_inputs(batch, train=True)
+        x2, y2, t2 = trainer.prepare_inputs(ds.get_batch(idx), train=True)
         assert torch.equal(x1, x2) and torch.equal(y1, y2) and torch.equal(t1["p_index"], t2["p_index"])
-    assert len(fused) == len(plain) == len(batches)
+        rng, noise = batch["stream_after"]
+        assert torch.equal(rng, trainer.augment_generator.get_state())
+        assert noise == trainer.noise_bank.state_dict()
+    assert trainer.noise_bank._redrawn > 0

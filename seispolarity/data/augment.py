@@ -203,57 +203,97 @@ class NoiseBank:
         self._layout = None  # redrawn for this count at the next take
 
 
-def _add_noise(x: torch.Tensor, cfg: AugmentConfig, snr_u: torch.Tensor, mask: torch.Tensor,
-               generator: torch.Generator | None, inplace: bool, bank: NoiseBank | None = None) -> torch.Tensor:
-    """White Gaussian noise at ``snr_db`` (uniform in ``cfg.noise_snr_db``) on the masked traces.
+@dataclass
+class AugmentDraws:
+    """The random draws of the augmentations for one batch (or for consecutive batches, ``concat``).
 
-    On the CPU the Gaussian draw is the data path's largest cost, so only the masked traces
-    (``noise_prob`` of them) get noise, from ``bank`` where one is given, and the rest are not
-    touched. On an accelerator the draw is cheap and counting the masked traces would be a host
-    sync per batch: every trace draws, and the mask zeroes the level of the others.
+    ``u``: per-trace uniforms by name (``flip``, ``scale``, ``scale_mask``, ``bandpass``, ``snr``,
+    ``noise``), each ``(B,)``. On the CPU ``rows`` are the traces that get noise and ``unit`` their
+    unit noise ``(len(rows), C, L)``; on a device every trace draws noise (``unit`` is ``(B, C, L)``)
+    and the mask zeroes the level of the rest, as counting the masked traces would be a host sync.
     """
-    if x.device.type == "cpu":
-        rows = mask.nonzero().squeeze(1)
+
+    u: dict[str, torch.Tensor]
+    rows: torch.Tensor | None = None
+    unit: torch.Tensor | None = None
+
+    @staticmethod
+    def concat(parts: list[AugmentDraws]) -> AugmentDraws:
+        """Consecutive batches' draws as the draws of one batch holding their traces in turn."""
+        if len(parts) == 1:
+            return parts[0]
+        u = {name: torch.cat([p.u[name] for p in parts]) for name in parts[0].u}
+        units = [p.unit for p in parts if p.unit is not None]
+        unit = torch.cat(units) if units else None
+        if parts[0].rows is None:
+            return AugmentDraws(u, None, unit)
+        offsets = np.cumsum([0] + [len(next(iter(p.u.values()))) for p in parts[:-1]])
+        rows = torch.cat([p.rows + int(offset) for p, offset in zip(parts, offsets)])
+        return AugmentDraws(u, rows, unit)
+
+
+def draw_augment(count: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str,
+                 cfg: AugmentConfig, generator: torch.Generator | None, bank: NoiseBank | None = None,
+                 keep: bool = False) -> AugmentDraws | None:
+    """Draw what the augmentations of ``count`` traces of ``shape`` need, in a fixed order; None when
+    ``cfg`` applies nothing.
+
+    All the per-trace uniforms come from one ``torch.rand`` call. On the CPU the Gaussian draw is the
+    data path's largest cost, so only the traces that get noise (``noise_prob`` of them) draw it,
+    from ``bank`` where one is given. ``keep``: copy the noise out of the bank (a view otherwise),
+    for draws applied after the bank's next ``take``, which may redraw those slots.
+    """
+    names = (["flip"] if cfg.flip_prob > 0 else []) + (["scale", "scale_mask"] if cfg.scale_prob > 0 else []) \
+        + (["bandpass"] if cfg.bandpass_prob > 0 else []) + (["snr", "noise"] if cfg.noise_prob > 0 else [])
+    if not names:
+        return None
+    draws = AugmentDraws(dict(zip(names, torch.rand((len(names), count), generator=generator, device=device))))
+    if "noise" not in draws.u:
+        return draws
+    if torch.device(device).type != "cpu":
+        draws.unit = torch.randn((count, *shape), generator=generator, device=device, dtype=dtype)
+        return draws
+    draws.rows = (draws.u["noise"] < cfg.noise_prob).nonzero().squeeze(1)
+    picked = draws.rows.shape[0]
+    if picked:
+        unit = bank.take(picked, shape, dtype, generator) if bank is not None else None
+        if unit is None:
+            unit = torch.randn((picked, *shape), generator=generator, dtype=dtype)
+        elif keep:
+            unit = unit.clone()
+        draws.unit = unit
+    return draws
+
+
+def _add_noise(x: torch.Tensor, cfg: AugmentConfig, draws: AugmentDraws, inplace: bool) -> torch.Tensor:
+    """White Gaussian noise at ``snr_db`` (uniform in ``cfg.noise_snr_db``) on the traces drawn for it:
+    on the CPU only those rows are touched; on a device the mask zeroes the others' level."""
+    snr_u = draws.u["snr"]
+    if draws.rows is not None:
+        rows = draws.rows
         if rows.shape[0] == 0:
             return x
-        picked = x.index_select(0, rows)
-        level = _noise_level(_trace_std(picked), snr_u.index_select(0, rows), cfg.noise_snr_db)
-        unit = bank.take(rows.shape[0], picked.shape[1:], x.dtype, generator) if bank is not None else None
-        if unit is None:
-            unit = torch.randn(picked.shape, generator=generator, dtype=x.dtype)
-        noise = unit * level[:, None, None]
+        level = _noise_level(_trace_std(x.index_select(0, rows)), snr_u.index_select(0, rows), cfg.noise_snr_db)
+        noise = draws.unit * level[:, None, None]
         return x.index_add_(0, rows, noise) if inplace else x.index_add(0, rows, noise)
-    level = _noise_level(_trace_std(x), snr_u, cfg.noise_snr_db) * mask
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    noise.mul_(level[:, None, None])
+    level = _noise_level(_trace_std(x), snr_u, cfg.noise_snr_db) * (draws.u["noise"] < cfg.noise_prob)
+    noise = draws.unit * level[:, None, None]
     return x.add_(noise) if inplace else x + noise
 
 
-def _augment_parts(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None,
-                   sampling_rate: float, inplace: bool = False, noise_bank: NoiseBank | None = None
+def _augment_parts(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, draws: AugmentDraws | None,
+                   sampling_rate: float, inplace: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """The augmentations as (band-passed and noisy batch, per-trace factor, labels).
+    """The augmentations of ``draws`` as (band-passed and noisy batch, per-trace factor, labels).
 
     Flip and scale are one factor per trace (``-1`` or ``+1`` times the scale), returned rather than
     applied: every step is linear in the trace and the noise level follows the trace's own std, so
     applying the factor last is the same in distribution as applying it first (Gaussian noise is
-    symmetric), and ``prepare_batch`` folds it into the normalisation's single division. All the
-    per-trace draws come from one ``torch.rand`` call.
+    symmetric), and ``prepare_batch`` folds it into the normalisation's single division.
     """
-    b, dev = x.shape[0], x.device
-    draws = []
-    if cfg.flip_prob > 0:
-        draws.append("flip")
-    if cfg.scale_prob > 0:
-        draws += ["scale", "scale_mask"]
-    if cfg.bandpass_prob > 0:
-        draws.append("bandpass")
-    if cfg.noise_prob > 0:
-        draws += ["snr", "noise"]
-    if not draws:
+    if draws is None:
         return x, None, labels
-    u = dict(zip(draws, torch.rand((len(draws), b), generator=generator, device=dev)))
-    factor = None
+    u, dev, factor = draws.u, x.device, None
     if "flip" in u:
         flip = u["flip"] < cfg.flip_prob
         labels = _flipped_labels(labels, flip)
@@ -269,14 +309,15 @@ def _augment_parts(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, ge
             filtered = causal_bandpass(x, sampling_rate, *cfg.bandpass_freqs, order=cfg.bandpass_order)
             x, inplace = torch.where(mask[:, None, None], filtered, x), True
     if "noise" in u:
-        x = _add_noise(x, cfg, u["snr"], u["noise"] < cfg.noise_prob, generator, inplace, noise_bank)
+        x = _add_noise(x, cfg, draws, inplace)
     return x, factor, labels
 
 
 def augment(x: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator,
             sampling_rate: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply flip, scale, band-pass and noise to a cropped batch (``x`` itself is left unchanged)."""
-    x, factor, labels = _augment_parts(x, labels, cfg, generator, sampling_rate)
+    draws = draw_augment(len(x), tuple(x.shape[1:]), x.dtype, x.device, cfg, generator)
+    x, factor, labels = _augment_parts(x, labels, cfg, draws, sampling_rate)
     return (x if factor is None else x * factor[:, None, None]), labels
 
 
@@ -304,13 +345,15 @@ def _normalize_with_factor(x: torch.Tensor, factor: torch.Tensor | None, normali
 
 def prepare_batch(batch: dict[str, torch.Tensor], length: int, normalize: str | None,
                   cfg: AugmentConfig | None = None, generator: torch.Generator | None = None,
-                  sampling_rate: float = 100.0, noise_bank: NoiseBank | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+                  sampling_rate: float = 100.0, noise_bank: NoiseBank | None = None,
+                  draws: AugmentDraws | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Stored windows -> (model input ``(B, C, length)``, labels, targets for auxiliary heads).
 
     With ``cfg`` (training) the crop is shifted and the batch augmented; without it the crop is
     centred and nothing random happens (validation, test, prediction). ``noise_bank``: where the
-    CPU takes its unit noise from (the Trainer's); without one, noise is drawn fresh.
+    CPU takes its unit noise from (the Trainer's); without one, noise is drawn fresh. ``draws``: the
+    augmentation's draws made beforehand (``draw_augment``, for several batches ``AugmentDraws.concat``),
+    with the crop's start in the batch; without them they are drawn here, after the start.
     """
     x, labels = batch["waveforms"], batch["labels"]
     if "start" in batch:  # cut as it was read (WaveformDataset.get_batch with a start): a new tensor
@@ -325,7 +368,9 @@ def prepare_batch(batch: dict[str, torch.Tensor], length: int, normalize: str | 
     if cfg is None:
         x = normalize_waveforms(x, normalize)
     else:
-        x, factor, labels = _augment_parts(x, labels, cfg, generator, sampling_rate, owned, noise_bank)
+        if draws is None:
+            draws = draw_augment(len(x), tuple(x.shape[1:]), x.dtype, x.device, cfg, generator, noise_bank)
+        x, factor, labels = _augment_parts(x, labels, cfg, draws, sampling_rate, owned)
         x = _normalize_with_factor(x, factor, normalize, inplace=owned)
     targets = {"labels": labels}
     if "p_index" in batch:
