@@ -222,13 +222,10 @@ def _launcher_target() -> str:
 
 
 def _adapt_to_launcher(cfg: DictConfig, train_config: TrainingConfig) -> None:
-    """joblib: no DataLoader worker processes inside its (loky) workers; submitit: a requeued job
-    (SLURM pre-emption or time limit) resumes from its own ``checkpoints/last.ckpt``."""
+    """submitit: a requeued job (SLURM pre-emption or time limit) resumes from its own
+    ``checkpoints/last.ckpt``. (joblib needs nothing: the streaming workers, ``training.worker_pool``,
+    run inside its loky workers, where DataLoader's crashed.)"""
     launcher = _launcher_target()
-    if "joblib" in launcher.lower() and train_config.num_workers:
-        log.info("joblib launcher: trainer.num_workers=%s -> 0 (DataLoader workers inside loky workers "
-                 "are unsafe)", train_config.num_workers)
-        train_config.num_workers = 0
     if "submitit" in launcher.lower() and cfg.train and not cfg.get("ckpt_path") and train_config.save_dir:
         last = Path(train_config.save_dir) / "last.ckpt"
         if last.is_file():

@@ -63,7 +63,7 @@ class TrainingConfig:
     """
 
     batch_size: int = 256
-    num_workers: int | str = "auto"  # "auto": training.batches.auto_num_workers (0 unless streaming to a GPU)
+    num_workers: int | str = "auto"  # "auto": 0 unless streaming to a GPU; training.batches.workers_to_start
     pin_memory: bool = True
     epochs: int = 50
     learning_rate: float = DEFAULT_LR
