@@ -124,7 +124,7 @@ def test_workers_to_start(stream, synthetic_file):
     assert workers_to_start(2, stream, "cpu", cores=2) == 1  # one core stays with the training process
     assert workers_to_start(3, stream, "cuda", cores=16) == 3
     assert workers_to_start(2, stream, "cpu", cores=1) == 0
-    assert workers_to_start(2, preloaded, "cpu", cores=1) == 2  # not streaming: a plain torch DataLoader's
+    assert workers_to_start(2, preloaded, "cpu", cores=1) == 2  # not streaming: no workers start anyway
 
 
 def test_the_trainer_says_when_it_starts_fewer_workers(stream, caplog, monkeypatch):
@@ -137,3 +137,44 @@ def test_the_trainer_says_when_it_starts_fewer_workers(stream, caplog, monkeypat
     with caplog.at_level(logging.INFO, logger="seispolarity.training"):
         Trainer(Ross(), stream, config)
     assert "trainer.num_workers=4: 1 worker(s) start on this machine's 2 cores" in caplog.text
+
+
+def test_overlapping_readers_give_back_the_threads_of_before_the_first(stream, monkeypatch):
+    from seispolarity.training import worker_pool
+
+    monkeypatch.setattr(worker_pool, "usable_cores", lambda: 3)
+    torch.set_num_threads(2)
+    batches = shard_batches(torch.arange(240), 24)
+    first, second = read_in_workers(stream, batches, workers=2), read_in_workers(stream, batches, workers=1)
+    next(first), next(second)
+    first.close()  # the first closes first: the second still runs on the cut count
+    assert torch.get_num_threads() == 1
+    second.close()
+    assert torch.get_num_threads() == 2
+
+
+def test_a_worker_error_says_where_in_the_worker(stream):
+    batches = shard_batches(torch.arange(240), 24)
+    with pytest.raises(ValueError) as info:
+        list(read_in_workers(FailingReads(stream, 24, "raise"), batches, workers=2))
+    notes = "".join(getattr(info.value, "__notes__", []))
+    assert "in data worker 1" in notes and "get_batch" in notes or not hasattr(info.value, "add_note")
+
+
+def test_an_open_reader_does_not_hold_up_the_interpreter_at_exit(synthetic_file):
+    """A reader left suspended in a variable: its workers (which ignore SIGTERM) stop at exit."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import torch
+        from seispolarity import WaveformDataset
+        from seispolarity.training.worker_pool import read_in_workers
+        stream = WaveformDataset({str(synthetic_file)!r}, name="synthetic", preload=False, max_traces=600)
+        reader = read_in_workers(stream, [torch.arange(i, i + 24) for i in range(0, 480, 24)], workers=2)
+        next(reader)
+        print("leaving", flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "leaving" in done.stdout, done.stderr[-2000:]

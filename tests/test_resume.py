@@ -136,6 +136,7 @@ def test_mid_epoch_signal_resume_is_exact(straight, data_file, tmp_path, signum)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+    rng_at_stop = torch.get_rng_state()  # (make_trainer below seeds the global generator again)
     assert info.value.signum == signum and info.value.checkpoint == str(tmp_path / "last.ckpt")
     assert signal.getsignal(signum) is signal.SIG_DFL, "the Trainer did not restore the signal handler"
     state = load_checkpoint(tmp_path / "last.ckpt")
@@ -147,6 +148,11 @@ def test_mid_epoch_signal_resume_is_exact(straight, data_file, tmp_path, signum)
     assert (resumed.epoch, resumed.batch_in_epoch) == (1, 3)
     resumed.train()
     assert_same_run(reference, resumed)
+    # The stopped Trainer itself can train on, as the same run: batches are prepared 4 at a time and
+    # it stopped inside a group, whose later batches had drawn from the augmentation stream already.
+    torch.set_rng_state(rng_at_stop)
+    trainer.train()
+    assert_same_run(reference, trainer)
 
 
 def test_cli_resume_continues_in_the_same_run_folder(tmp_path_factory, tmp_path):

@@ -166,13 +166,15 @@ class WaveformDataset(Dataset):
         start = self.p_index[positions] - self.stored_length // 2
         return self.reader.read_windows(self.rows[positions], start, self.stored_length)
 
-    def _preload(self, chunk_bytes: int = 8 << 20) -> None:
-        # Chunks of ~8 MB of windows: their temporaries are then reused from the heap, chunk after
-        # chunk; with 16,384 rows (27 MB at 410 samples) each chunk's came fresh from the kernel,
-        # page by page. 200,000 windows: 0.59 s and 1.19 x their bytes at the peak, against 1.56 s
-        # and 1.38 x (benchmarks/throughput.py's memory probe).
-        n = len(self.rows)
-        chunk = max(64, chunk_bytes // (4 * self.num_channels * self.stored_length))
+    def _chunk_rows(self, chunk_bytes: int = 8 << 20) -> int:
+        """Rows per read when reading all windows: ~8 MB of them, so their temporaries are reused
+        from the heap chunk after chunk; with 16,384 rows (27 MB at 410 samples) each chunk's came
+        fresh from the kernel, page by page. Preloading 200,000 windows: 0.59 s and 1.19 x their
+        bytes at the peak, against 1.56 s and 1.38 x (benchmarks/throughput.py's memory probe)."""
+        return max(64, chunk_bytes // (4 * self.num_channels * self.stored_length))
+
+    def _preload(self) -> None:
+        n, chunk = len(self.rows), self._chunk_rows()
         store = torch.empty((n, self.num_channels, self.stored_length), dtype=torch.float32)
         finite = torch.ones(n, dtype=torch.bool)
         for a in range(0, n, chunk):
@@ -193,8 +195,8 @@ class WaveformDataset(Dataset):
             self._select_inplace(keep)
         self._store = store
 
-    def _drop_nonfinite_streaming(self, chunk: int = 16384) -> None:
-        keep = []
+    def _drop_nonfinite_streaming(self) -> None:
+        chunk, keep = self._chunk_rows(), []
         for a in range(0, len(self.rows), chunk):
             pos = np.arange(a, min(len(self.rows), a + chunk))
             keep.append(pos[np.isfinite(self._read(pos)).all(axis=(1, 2))])

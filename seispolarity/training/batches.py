@@ -160,11 +160,12 @@ def prepared_batches(dataset, batches: list[torch.Tensor], length: int, normaliz
     for first in range(0, len(batches), together):
         group = batches[first:first + together]
         starts, draws, marks = [], [], []
-        for idx in group:
+        for j, idx in enumerate(group):
             if augment is not None:
                 starts.append(shifted_starts(len(idx), dataset.stored_length, length, augment, generator, "cpu"))
+                # (a batch's noise is copied out of the bank unless no later take can redraw it first)
                 draws.append(draw_augment(len(idx), shape, torch.float32, "cpu", augment, generator, noise_bank,
-                                          keep=len(group) > 1))
+                                          keep=j < len(group) - 1))
             marks.append((generator.get_state(), noise_bank.state_dict()))
         idx = torch.cat(group)
         start = torch.cat(starts) if starts and starts[0] is not None else None

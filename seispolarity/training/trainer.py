@@ -195,6 +195,7 @@ class Trainer:
         """One epoch (after a mid-epoch resume, from ``batch_in_epoch`` on), then ``finish_epoch``."""
         cfg, epoch = self.config, self.epoch + 1
         self._train_mode()
+        self._rewind_stream()
         batches = self.epoch_batches(epoch)
         skip = self.batch_in_epoch
         started = time.perf_counter()
@@ -211,6 +212,16 @@ class Trainer:
         if bar is not None:
             bar.close()
         self.finish_epoch(epoch, started)
+
+    def _rewind_stream(self) -> None:
+        """After an epoch stopped in the middle of a group of prepared batches (a signal, an error),
+        put the augmentation generator and noise bank back where the last trained batch left them:
+        the group drew ahead, and this Trainer may train on (``StopRequest``: it can train again)."""
+        if self._stream_after is not None:
+            rng, bank = self._stream_after
+            self.augment_generator.set_state(rng)
+            self.noise_bank.load_state_dict(bank)
+            self._stream_after = None
 
     def _log_step(self, bar) -> None:
         """Every ``log_every`` steps: the deferred NaN guard's look and the epoch's mean loss so far
@@ -422,7 +433,7 @@ class Trainer:
             return state
         restore_optimizer_state(state, path, self.optimizer, self.scheduler, self.scaler)
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
-        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        self.batch_in_epoch, self._stream_after = int(state.get("batch_in_epoch", 0)), None
         self.totals = EpochTotals.from_tensor(state.get("epoch_sums", torch.zeros(3)), self.device)
         self.early_stopping.load_state_dict(state.get("early_stopping", {}))
         self.best_metrics = dict(state.get("best_metrics") or {})

@@ -19,12 +19,19 @@ import multiprocessing
 import os
 import signal
 import sys
+import traceback
+from multiprocessing.util import Finalize
 from typing import Iterator
 
 import torch
 
+from .signals import _stop_signals
+
 #: Slots per worker: the batch being read and one ready.
 PREFETCH = 2
+
+#: Readers open in this process and the intra-op thread count before the first of them cut it.
+_open = {"readers": 0, "threads": 0}
 
 
 def _slot_shape(dataset, batches: list[torch.Tensor]) -> tuple[tuple[int, ...], torch.dtype]:
@@ -38,11 +45,12 @@ def _slot_shape(dataset, batches: list[torch.Tensor]) -> tuple[tuple[int, ...], 
 
 def _worker(dataset, batches, k: int, workers: int, slots: torch.Tensor, free, conn, parent: int) -> None:
     """Worker ``k``: read its batches into its slots, send (slot, count, small arrays) for each."""
-    # Ctrl-C and SIGTERM (scancel signals every process of the job) are the training process's to
-    # handle: it stops at a step boundary with a checkpoint, for which it may need one more batch,
-    # then stops its workers with SIGKILL. A worker whose training process is gone just ends.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Ctrl-C, SIGTERM and SLURM's warnings (scancel and --signal reach every process of the job)
+    # are the training process's to handle: it stops at a step boundary with a checkpoint, for which
+    # it may need one more batch, then stops its workers with SIGKILL. A worker whose training
+    # process is gone just ends.
+    for signum in _stop_signals():
+        signal.signal(signum, signal.SIG_IGN)
     torch.set_num_threads(1)
     try:
         for j, i in enumerate(range(k, len(batches), workers)):
@@ -57,6 +65,8 @@ def _worker(dataset, batches, k: int, workers: int, slots: torch.Tensor, free, c
     except (BrokenPipeError, KeyboardInterrupt):
         return
     except BaseException as exc:  # noqa: BLE001 - handed to the training process, which raises it
+        if hasattr(exc, "add_note"):  # where in the worker it failed (Python >= 3.11)
+            exc.add_note(f"in data worker {k}:\n{traceback.format_exc()}")
         conn.send(("error", exc if _picklable(exc) else RuntimeError(f"{type(exc).__name__}: {exc}")))
     finally:
         conn.close()
@@ -84,13 +94,16 @@ def read_in_workers(dataset, batches: list[torch.Tensor], workers: int,
 
     The windows are copied out of the slot (into pinned memory with ``pin_memory``), so a batch
     stays valid after the slot is reused. A worker's exception is raised here; a worker that dies
-    raises a one-line ``RuntimeError``. Leaving the loop early stops the workers.
+    raises a one-line ``RuntimeError``. The workers stop when the generator ends, is closed or
+    collected, and at the latest when the interpreter exits.
     """
     workers = min(workers, len(batches))
     shape, dtype = _slot_shape(dataset, batches)
     slots = torch.empty((workers * PREFETCH, *shape), dtype=dtype).share_memory_()
     ctx, procs, conns, frees = _context(), [], [], []
-    threads = torch.get_num_threads()
+    # At exit, before multiprocessing joins its children (which ignore its SIGTERM).
+    stop = Finalize(None, _stop, args=(procs, conns), exitpriority=100)
+    _cut_threads(workers)
     try:
         for k in range(workers):
             receive, send = ctx.Pipe(duplex=False)
@@ -100,7 +113,6 @@ def read_in_workers(dataset, batches: list[torch.Tensor], workers: int,
             proc.start()
             send.close()  # only the worker writes; its exit then ends our reads (EOFError)
             procs.append(proc), conns.append(receive), frees.append(free)
-        torch.set_num_threads(max(1, min(threads, usable_cores() - workers)))
         for i in range(len(batches)):
             k = i % workers
             slot, count, small = _receive(conns[k], procs[k], k)
@@ -112,8 +124,22 @@ def read_in_workers(dataset, batches: list[torch.Tensor], workers: int,
                 batch[key] = value.pin_memory() if pin_memory else value
             yield batch
     finally:
-        torch.set_num_threads(threads)
-        _stop(procs, conns)
+        stop()
+        _give_threads_back()
+
+
+def _cut_threads(workers: int) -> None:
+    """This process keeps the cores the workers leave; the first open reader notes the count to restore."""
+    if _open["readers"] == 0:
+        _open["threads"] = torch.get_num_threads()
+    _open["readers"] += 1
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), usable_cores() - workers)))
+
+
+def _give_threads_back() -> None:
+    _open["readers"] -= 1
+    if _open["readers"] == 0:
+        torch.set_num_threads(_open["threads"])
 
 
 def _receive(conn, proc, k: int):
