@@ -484,3 +484,25 @@ def test_training_batches_prepared_together_equal_one_at_a_time(tmp_path):
         assert torch.equal(rng, trainer.augment_generator.get_state())
         assert noise == trainer.noise_bank.state_dict()
     assert trainer.noise_bank._redrawn > 0
+
+
+def test_large_batches_are_prepared_in_smaller_groups(tmp_path, monkeypatch):
+    """Grouping pays for small batches only: at most PREPARED_BYTES of model input are prepared at a
+    time. The batches of a group share one tensor, so its size tells the group."""
+    from seispolarity.training import batches as batch_plan
+
+    path = write_pulses(tmp_path / "p.hdf5", n=90, length=700)
+    ds = WaveformDataset(str(path), name="synthetic", preload=True, window_length=400, max_shift=5)
+    trainer = Trainer(Ross(), ds, TrainingConfig(batch_size=16, epochs=1, device="cpu", validation_split=0.0))
+    batches = trainer.epoch_batches(1)  # 16, 16, 16, 16, 16, 10 traces
+
+    def group_rows() -> list[int]:
+        got = batch_plan.prepared_batches(ds, batches, 400, "peak", None, trainer.augment_generator,
+                                          trainer.noise_bank, 100.0)
+        return [b["prepared"][0].untyped_storage().nbytes() // (400 * 4) for b in got]
+
+    assert group_rows() == [64] * 4 + [26] * 2  # the default: 4 batches at a time
+    monkeypatch.setattr(batch_plan, "PREPARED_BYTES", 3 * 16 * 400 * 4)
+    assert group_rows() == [48] * 3 + [42] * 3
+    monkeypatch.setattr(batch_plan, "PREPARED_BYTES", 1000)
+    assert group_rows() == [16] * 5 + [10]

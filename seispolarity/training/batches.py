@@ -28,6 +28,9 @@ from .worker_pool import read_in_workers, usable_cores
 #: crop, augmentation and normalisation costs 5-10 us beyond its work on 2 cores, and a batch needs
 #: ~45 of them; 4 batches at a time took the preloaded data path from ~0.5 to ~1.1 million samples/s.
 PREPARED_TOGETHER = 4
+#: ... and at most this many bytes of model input at a time: a large batch gains nothing from it (its
+#: per-call overhead is already small next to its work) and would only hold more memory.
+PREPARED_BYTES = 16 << 20
 
 #: Rows per block of the streaming order: 16 contiguous rows are one HDF5 read, and a batch of 256
 #: is 16 such reads instead of 256 scattered ones.
@@ -145,10 +148,11 @@ def iterate_batches(dataset, batches: list[torch.Tensor], num_workers: int = 0, 
 
 def prepared_batches(dataset, batches: list[torch.Tensor], length: int, normalize: str | None, augment,
                      generator: torch.Generator, noise_bank, sampling_rate: float,
-                     together: int = PREPARED_TOGETHER) -> Iterator[dict]:
+                     together: int | None = None) -> Iterator[dict]:
     """Training batches of a preloaded ``dataset`` on the CPU, ready for the model.
 
-    Each yields ``{"index", "prepared": (input, labels, targets), "stream_after"}``, ``together`` batches
+    Each yields ``{"index", "prepared": (input, labels, targets), "stream_after"}``. ``together``
+    batches (default: ``PREPARED_TOGETHER``, fewer for large batches: ``PREPARED_BYTES``) are
     prepared as one: their draws are made batch by batch, in the order ``prepare_batch`` makes them
     (the crop's shift, then ``draw_augment``), so the random stream and every trace's bytes are those
     of one batch at a time; the crop is cut while the windows are sliced from the store (one copy),
@@ -157,6 +161,9 @@ def prepared_batches(dataset, batches: list[torch.Tensor], length: int, normaliz
     later batches are drawn already.
     """
     shape = (dataset.num_channels, length)
+    if together is None:
+        largest = max((len(b) for b in batches), default=1) * dataset.num_channels * length * 4
+        together = max(1, min(PREPARED_TOGETHER, PREPARED_BYTES // largest))
     for first in range(0, len(batches), together):
         group = batches[first:first + together]
         starts, draws, marks = [], [], []
