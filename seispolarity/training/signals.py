@@ -33,7 +33,7 @@ class TrainingInterrupted(RuntimeError):
         return type(self), (self.signum, self.checkpoint)
 
 
-def _stop_signals() -> list[int]:
+def stop_signals() -> list[int]:
     # SIGUSR1 / SIGUSR2: SLURM's advance warning (--signal=USR1@90; submitit uses USR2 by default)
     names = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
     return [getattr(signal, name) for name in names if hasattr(signal, name)]
@@ -55,7 +55,7 @@ class StopRequest:
         self.signum = None
         self.previous = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in _stop_signals():
+            for sig in stop_signals():
                 self.previous[sig] = signal.getsignal(sig)
                 signal.signal(sig, self._on_signal)
         return self

@@ -25,7 +25,7 @@ from typing import Iterator
 
 import torch
 
-from .signals import _stop_signals
+from .signals import stop_signals
 
 #: Slots per worker: the batch being read and one ready.
 PREFETCH = 2
@@ -49,7 +49,7 @@ def _worker(dataset, batches, k: int, workers: int, slots: torch.Tensor, free, c
     # are the training process's to handle: it stops at a step boundary with a checkpoint, for which
     # it may need one more batch, then stops its workers with SIGKILL. A worker whose training
     # process is gone just ends.
-    for signum in _stop_signals():
+    for signum in stop_signals():
         signal.signal(signum, signal.SIG_IGN)
     torch.set_num_threads(1)
     try:
