@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("SEISPOLARITY_ROOT", ROOT)
 
 from seispolarity.config import register_configs  # noqa: E402
-from seispolarity.launch import compose_once, fast_yaml, prepare_argv  # noqa: E402
+from seispolarity.launch import cache_interpolation_parses, compose_once, fast_yaml, lazy_plugin_configs, prepare_argv  # noqa: E402
 
 register_configs()
 
@@ -33,4 +33,6 @@ if __name__ == "__main__":
     sys.argv = prepare_argv(sys.argv)
     compose_once()  # a single run composes its config once, not twice (seispolarity/launch.py)
     fast_yaml()  # Hydra's config files read by libyaml's parser (seispolarity/launch.py)
+    cache_interpolation_parses()  # each distinct ${...} string parsed once (seispolarity/launch.py)
+    lazy_plugin_configs()  # plugins' structured configs made when opened (seispolarity/launch.py)
     main()

@@ -307,13 +307,15 @@ register_resolvers()  # on import: a launcher's worker process resolves the conf
 
 
 class _Deferred:
-    """A schema of the ConfigStore made when Hydra first opens it (``_LazyGroup``): the ``OmegaConf.structured``
+    """A config of the ConfigStore made when Hydra first opens it (``_LazyGroup``): the ``OmegaConf.structured``
     node of ``build()``, as ``ConfigStore.store`` would have made it. The copies Hydra makes of the
     store (one per composition) share it; Hydra deep-copies a node it loads, so the shared one stays
     untouched."""
 
-    def __init__(self, group: str, name: str, build: Callable[[], Any]) -> None:
-        self.group, self.name, self.build, self.made = group, f"{name}.yaml", build, None
+    def __init__(self, group: str | None, name: str, build: Callable[[], Any], package: str | None = None,
+                 provider: str | None = None) -> None:
+        self.group, self.name, self.build, self.made = group, name, build, None
+        self.package, self.provider = package, provider
 
     def __deepcopy__(self, memo: dict) -> _Deferred:
         return self
@@ -324,57 +326,68 @@ class _Deferred:
             from omegaconf import OmegaConf
 
             self.made = ConfigNode(name=self.name, node=OmegaConf.structured(self.build()), group=self.group,
-                                   package=None, provider=None)
+                                   package=self.package, provider=self.provider)
         return self.made
 
 
 class _LazyGroup(dict):
-    """A ConfigStore group (``schema/model``, ``schema/data``, ...) whose schemas are made when Hydra
-    opens one: a run uses one option of each group, and making every option's node costs start-up
-    time (~30-50 ms of ``OmegaConf.structured`` and signatures). Hydra lists the names (``keys``) and
-    opens a config with ``group[name]``, which makes it."""
+    """A level of the ConfigStore (the root, ``schema/model``, ``hydra/sweeper``, ...) whose configs are
+    made when Hydra opens one: a run uses one option of each group, and making every option's node
+    costs start-up time (~30-50 ms of ``OmegaConf.structured`` and signatures), as does Hydra's deep
+    copy of every made node at each composition. Hydra lists the names (``keys``) and opens a config
+    with ``group[name]``, which makes it."""
 
     def __getitem__(self, key: str) -> Any:
         value = super().__getitem__(key)
         return value.node() if isinstance(value, _Deferred) else value
 
 
-def _store_lazily(cs: ConfigStore, group: str, builders: dict[str, Callable[[], Any]]) -> None:
-    parent = cs.repo.setdefault(group.split("/")[0], {})
-    lazy = _LazyGroup(parent.get(group.split("/")[1], {}))
-    for name, build in builders.items():
-        dict.__setitem__(lazy, f"{name}.yaml", _Deferred(group, name, build))
-    parent[group.split("/")[1]] = lazy
+def store_lazily(cs: ConfigStore, name: str, build: Callable[[], Any], group: str | None = None,
+                 package: str | None = None, provider: str | None = None) -> None:
+    """``cs.store(name, build(), group, package, provider)``, with the node made when Hydra first opens it."""
+    if not isinstance(cs.repo, _LazyGroup):
+        cs.repo = _LazyGroup(cs.repo)
+    level = cs.repo
+    for part in group.split("/") if group else []:
+        child = dict.get(level, part)
+        if not isinstance(child, _LazyGroup):  # a group stored before, or a new one
+            child = _LazyGroup(child or {})
+            dict.__setitem__(level, part, child)
+        level = child
+    name = name if name.endswith(".yaml") else f"{name}.yaml"
+    dict.__setitem__(level, name, _Deferred(group, name, build, package, provider))
 
 
 def register_configs() -> None:
-    """Store every schema in Hydra's ConfigStore (idempotent); the options of ``schema/optimizer``,
-    ``schema/scheduler``, ``schema/model`` and ``schema/data`` are made when a composition opens them."""
+    """Store every schema in Hydra's ConfigStore (idempotent); each is made when a composition first
+    opens it (``store_lazily``)."""
     from .data.augment import AugmentConfig
     from .models import MODEL_REGISTRY
     from .training.config import TrainingConfig
     from .training.optim import OPTIMIZER_FIELDS, SCHEDULER_FIELDS
 
     cs = ConfigStore.instance()
-    cs.store(name="run_schema", node=run_schema(data_schemas()))
-    _store_lazily(cs, "schema/optimizer", {name: lambda n=node: n for name, node in optimizer_schemas().items()})
-    _store_lazily(cs, "schema/scheduler", {name: lambda n=node: n for name, node in scheduler_schemas().items()})
-    _store_lazily(cs, "schema/model", {
-        name: lambda c=cls: schema_from_callable(f"{c.__name__}Schema", c, c) for name, cls in MODEL_REGISTRY.items()})
-    _store_lazily(cs, "schema/data", {name: lambda n=node: n for name, node in data_schemas().items()})
+    store_lazily(cs, "run_schema", lambda: run_schema(data_schemas()))
+    for name, node in optimizer_schemas().items():
+        store_lazily(cs, name, lambda n=node: n, group="schema/optimizer")
+    for name, node in scheduler_schemas().items():
+        store_lazily(cs, name, lambda n=node: n, group="schema/scheduler")
+    for name, cls in MODEL_REGISTRY.items():
+        store_lazily(cs, name, lambda c=cls: schema_from_callable(f"{c.__name__}Schema", c, c), group="schema/model")
+    for name, node in data_schemas().items():
+        store_lazily(cs, name, lambda n=node: n, group="schema/data")
+    from .reports import ReportConfig
+
     # trainer.*: TrainingConfig's fields, less those the optimizer and scheduler groups describe and
     # those the top-level ckpt_path (resume_from) and init_from set
-    trainer = schema_from_callable(
+    store_lazily(cs, "default", group="schema/trainer", build=lambda: schema_from_callable(
         "TrainerSchema", TrainingConfig, TrainingConfig,
         exclude=(*OPTIMIZER_FIELDS, *SCHEDULER_FIELDS, "resume_from", "init_from"),
         overrides={"seed": (int, II("seed")), "device": (str, "auto"),
                    "save_dir": (Optional[str], "${paths.output_dir}/checkpoints"),
                    "tensorboard_dir": (Optional[str], "${paths.output_dir}/tensorboard"),
-                   "amp": (Any, False), "distributed": (Any, "auto")})
-    cs.store(group="schema/trainer", name="default", node=trainer)
-    cs.store(group="schema/augment", name="default",
-             node=schema_from_callable("AugmentSchema", AugmentConfig, AugmentConfig))
-    from .reports import ReportConfig
-
-    cs.store(group="schema/report", name="default",
-             node=schema_from_callable("ReportSchema", ReportConfig, ReportConfig))
+                   "amp": (Any, False), "distributed": (Any, "auto")}))
+    store_lazily(cs, "default", group="schema/augment",
+                 build=lambda: schema_from_callable("AugmentSchema", AugmentConfig, AugmentConfig))
+    store_lazily(cs, "default", group="schema/report",
+                 build=lambda: schema_from_callable("ReportSchema", ReportConfig, ReportConfig))

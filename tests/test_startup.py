@@ -102,3 +102,88 @@ def test_fast_yaml_reads_every_config_file_as_omegaconf_does():
             yaml.load("a: 1\na: 2\n", Loader=_utils.get_yaml_loader())
     finally:
         _utils.get_yaml_loader = original
+
+
+#: In a fresh interpreter, with none or all of train.py's start-up changes installed (``sys.argv[2]``
+#: "plain" or "launch") before Hydra imports its plugins: every config the ConfigStore holds (this
+#: project's schemas and the plugins' sweepers and launchers), and commands composed and resolved.
+STORE_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.plugins import Plugins
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+    from seispolarity import launch
+    from seispolarity.config import register_configs
+
+    CASES, CONF, MODE = json.loads(sys.argv[1]), sys.argv[3], sys.argv[2]
+    if MODE == "launch":
+        for install in (launch.compose_once, launch.fast_yaml, launch.cache_interpolation_parses,
+                        launch.lazy_plugin_configs):
+            install()
+            install()  # idempotent
+    register_configs()
+    Plugins.instance()  # Hydra imports the plugins, which store their configs
+    cs = ConfigStore.instance()
+
+    def walk(path):
+        for name in cs.list(path):
+            full = f"{path}/{name}" if path else name
+            if name.endswith(".yaml"):
+                node = cs.load(full)
+                yield full, [node.name, node.group, node.package, node.provider,
+                             OmegaConf.to_yaml(node.node), str(OmegaConf.get_type(node.node))]
+            else:
+                yield from walk(full)
+
+    store = dict(walk(""))
+
+    def command(overrides):
+        GlobalHydra.instance().clear()
+        hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=create_config_search_path(CONF))
+        mode = RunMode.MULTIRUN if "-m" in overrides else RunMode.RUN
+        overrides = [o for o in overrides if o != "-m"]
+        try:
+            cfg = hydra.compose_config("train", overrides, run_mode=mode)
+            HydraConfig.instance().set_config(cfg)
+            job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+            return [OmegaConf.to_yaml(cfg), OmegaConf.to_yaml(job, resolve=True), OmegaConf.select(cfg, "hydra.sweep.dir"),
+                    OmegaConf.select(cfg, "hydra.job_logging.handlers.file.filename")]
+        except Exception as exc:
+            return f"{type(exc).__name__} ({type(exc.__cause__).__name__}): {str(exc).splitlines()[0]}"
+
+    print(json.dumps({"store": store, "commands": [command(c) for c in CASES],
+                      "lazy": type(cs.repo).__name__}))
+""")
+
+STORE_CASES = [[], ["optimizer=sgd", "lr=1e-3", "scheduler=step"], ["-m", "hparams_search=optuna"],
+               ["-m", "hydra/launcher=joblib", "model=ross,ppnet"], ["-m", "hydra/launcher=submitit_slurm"],
+               ["experiment=example", "debug=fast"], ["data.path=${oc.env:NOT_SET_ANYWHERE}"],
+               ["trainer.save_dir=${paths.output_dir}/ckpt", "tags=[a,b]"], ["task_name='${oops'"], ["lr=abc"]]
+
+
+def test_lazy_configs_and_cached_parses_change_no_config():
+    """``launch.lazy_plugin_configs`` and this project's lazy schemas (``config.store_lazily``) hold the
+    same configs as eager ``ConfigStore.store`` (each node, name, group, package and provider), and
+    with ``launch.cache_interpolation_parses`` too, commands compose and resolve to the same config, or
+    fail with the same error (an interpolation that does not parse is not cached)."""
+    runs = {}
+    for mode in ("plain", "launch"):
+        p = subprocess.run([sys.executable, "-c", STORE_SCRIPT, json.dumps(STORE_CASES), mode, str(ROOT / "conf")],
+                           cwd=ROOT, env=cli_env(SEISPOLARITY_RUN_STAMP="same-stamp"), capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 0, explain(p)
+        runs[mode] = json.loads(p.stdout.strip().splitlines()[-1])
+    plain, launched = runs["plain"], runs["launch"]
+    assert launched["lazy"] == "_LazyGroup"
+    assert {"hydra/sweeper/optuna.yaml", "hydra/launcher/joblib.yaml", "hydra/launcher/submitit_slurm.yaml",
+            "schema/data/synthetic.yaml", "schema/trainer/default.yaml", "run_schema.yaml"} <= set(plain["store"])
+    assert launched["store"] == plain["store"]
+    assert launched["commands"] == plain["commands"]
+    errors = [c for c in plain["commands"] if isinstance(c, str)]
+    assert len(errors) == 3 and "NOT_SET_ANYWHERE" in errors[0] and "GrammarParseError" in errors[1], errors
+    assert all(isinstance(c, list) for c in plain["commands"][:6]), plain["commands"]
