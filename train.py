@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     sys.argv = prepare_argv(sys.argv)
     compose_once()  # a single run composes its config once, not twice (seispolarity/launch.py)
-    fast_yaml()  # Hydra's config files read by libyaml's parser (seispolarity/launch.py)
+    fast_yaml()  # configs read and written by libyaml (seispolarity/launch.py)
     cache_interpolation_parses()  # each distinct ${...} string parsed once (seispolarity/launch.py)
     lazy_plugin_configs()  # plugins' structured configs made when opened (seispolarity/launch.py)
     main()

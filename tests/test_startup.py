@@ -77,31 +77,46 @@ def test_the_startup_benchmark_counts_one_composition(tmp_path):
     assert "Hydra alone" in p.stdout and 0 < summary["floor_s"] < summary["once"]["startup_s"], summary
 
 
-def test_fast_yaml_reads_every_config_file_as_omegaconf_does():
-    """``launch.fast_yaml`` (OmegaConf's loader on libyaml's parser): every file of conf/ loads to the
-    same config, and OmegaConf's own rules hold (duplicate keys refused, 1e-3 a float, dates strings)."""
+def test_fast_yaml_reads_and_writes_every_config_file_as_omegaconf_does():
+    """``launch.fast_yaml`` (OmegaConf's loader and dumper on libyaml): every file of conf/ loads to the
+    same config and writes to the same text, a long quoted string folded elsewhere reads back the
+    same, and OmegaConf's own rules hold (duplicate keys refused, 1e-3 a float, dates strings,
+    strings that read as numbers or booleans quoted)."""
     import pytest
     import yaml
     from omegaconf import OmegaConf, _utils
+    from omegaconf import omegaconf as omegaconf_module
 
     from seispolarity import launch
 
     if not yaml.__with_libyaml__:
         pytest.skip("PyYAML without libyaml: fast_yaml changes nothing")
     files = sorted((ROOT / "conf").rglob("*.yaml"))
-    original = _utils.get_yaml_loader
+    originals = _utils.get_yaml_loader, omegaconf_module.get_omega_conf_dumper
     pure = {f: OmegaConf.to_container(OmegaConf.load(f)) for f in files}
+    strings = {"s": ["1", "1e-3", "true", "off", "null", "~", "2020-01-01", "é", "a: b", "-x", "", "  "],
+               "long": "word " * 60 + "\n two lines"}
+    written = {f: OmegaConf.to_yaml(OmegaConf.create(v)) for f, v in [*pure.items(), ("strings", strings)]}
     try:
         launch.fast_yaml()
-        assert _utils.get_yaml_loader is not original and "CParser" in str(_utils.get_yaml_loader().__mro__)
+        assert _utils.get_yaml_loader is not originals[0] and "CParser" in str(_utils.get_yaml_loader().__mro__)
+        assert "CEmitter" in str(omegaconf_module.get_omega_conf_dumper().__mro__)
         assert all(OmegaConf.to_container(OmegaConf.load(f)) == pure[f] for f in files) and len(files) > 40
+        folded = []
+        for f, text in written.items():
+            again = OmegaConf.to_yaml(OmegaConf.create(pure.get(f, strings)))
+            if again != text:  # only where PyYAML folded a long quoted string: the same value read back
+                assert "\\\n" in text and yaml.safe_load(again) == yaml.safe_load(text), f
+                folded.append(f)
+            assert OmegaConf.to_container(OmegaConf.create(again)) == pure.get(f, strings), f
+        assert folded == [ROOT / "conf" / "hydra" / "default.yaml", "strings"], folded
         loaded = OmegaConf.to_container(OmegaConf.create(yaml.load("a: 1e-3\nb: 2020-01-01\nc: '1'\n",
                                                                    Loader=_utils.get_yaml_loader())))
         assert loaded == {"a": 0.001, "b": "2020-01-01", "c": "1"}
         with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key a"):
             yaml.load("a: 1\na: 2\n", Loader=_utils.get_yaml_loader())
     finally:
-        _utils.get_yaml_loader = original
+        _utils.get_yaml_loader, omegaconf_module.get_omega_conf_dumper = originals
 
 
 #: In a fresh interpreter, with none or all of train.py's start-up changes installed (``sys.argv[2]``
@@ -136,9 +151,12 @@ STORE_SCRIPT = textwrap.dedent("""
             if name.endswith(".yaml"):
                 node = cs.load(full)
                 yield full, [node.name, node.group, node.package, node.provider,
-                             OmegaConf.to_yaml(node.node), str(OmegaConf.get_type(node.node))]
+                             as_text(node.node), str(OmegaConf.get_type(node.node))]
             else:
                 yield from walk(full)
+
+    def as_text(cfg, resolve=False):
+        return json.dumps(OmegaConf.to_container(cfg, resolve=resolve), default=str)
 
     store = dict(walk(""))
 
@@ -151,7 +169,7 @@ STORE_SCRIPT = textwrap.dedent("""
             cfg = hydra.compose_config("train", overrides, run_mode=mode)
             HydraConfig.instance().set_config(cfg)
             job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-            return [OmegaConf.to_yaml(cfg), OmegaConf.to_yaml(job, resolve=True), OmegaConf.select(cfg, "hydra.sweep.dir"),
+            return [as_text(cfg), as_text(job, resolve=True), OmegaConf.select(cfg, "hydra.sweep.dir"),
                     OmegaConf.select(cfg, "hydra.job_logging.handlers.file.filename")]
         except Exception as exc:
             return f"{type(exc).__name__} ({type(exc.__cause__).__name__}): {str(exc).splitlines()[0]}"
