@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("SEISPOLARITY_ROOT", ROOT)
 
 from seispolarity.config import register_configs  # noqa: E402
-from seispolarity.launch import cache_interpolation_parses, compose_once, fast_yaml, lazy_plugin_configs, prepare_argv  # noqa: E402
+from seispolarity.launch import install_startup_changes, prepare_argv  # noqa: E402
 
 register_configs()
 
@@ -31,8 +31,5 @@ def main(cfg: DictConfig) -> float:
 
 if __name__ == "__main__":
     sys.argv = prepare_argv(sys.argv)
-    compose_once()  # a single run composes its config once, not twice (seispolarity/launch.py)
-    fast_yaml()  # configs read and written by libyaml (seispolarity/launch.py)
-    cache_interpolation_parses()  # each distinct ${...} string parsed once (seispolarity/launch.py)
-    lazy_plugin_configs()  # plugins' structured configs made when opened (seispolarity/launch.py)
+    install_startup_changes()  # one composition, libyaml, cached parses, lazy plugin configs (launch.py)
     main()

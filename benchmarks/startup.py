@@ -88,7 +88,7 @@ def probe(variant: str, overrides: list[str]) -> dict:
     from seispolarity.training import Trainer, tracking
 
     if variant == "twice":
-        launch.compose_once = lambda: None  # train.py imports the name from here
+        launch.compose_once = lambda: None  # install_startup_changes looks the name up in launch
     marks: dict[str, float] = {}
     spent: dict[str, float] = {}
 
@@ -158,10 +158,7 @@ def hydra_floor(t1: float, c1: float, overrides: list[str]) -> dict:
 
     run_dir = next((o for o in overrides if o.startswith("hydra.run.dir=")), f"hydra.run.dir={conf}/run")
     sys.argv = [os.path.join(conf, "floor.py"), run_dir]
-    launch.compose_once()
-    launch.fast_yaml()
-    launch.cache_interpolation_parses()
-    launch.lazy_plugin_configs()
+    launch.install_startup_changes()
     task()
     return {"startup_s": reached["t"] - t1, "startup_cpu_s": reached["cpu"] - c1}
 

@@ -115,6 +115,20 @@ def distributed_overrides(args: list[str]) -> list[str]:
     return QUIET_RANK if int(os.environ.get("RANK", "0")) != 0 else []
 
 
+# -- what train.py installs before Hydra starts ------------------------------------------------
+def install_startup_changes() -> None:
+    """Install this module's four start-up changes, each idempotent and each checked against Hydra's
+    own behaviour in ``tests/test_startup.py``: one composition per single run (``compose_once``),
+    YAML through libyaml (``fast_yaml``), each ``${...}`` parsed once (``cache_interpolation_parses``)
+    and plugin configs made when opened (``lazy_plugin_configs``). Names are looked up here at call
+    time, so ``benchmarks/startup.py`` can turn one off by rebinding it in this module.
+    """
+    compose_once()
+    fast_yaml()
+    cache_interpolation_parses()
+    lazy_plugin_configs()
+
+
 # -- one composition per single run --------------------------------------------------------------
 _FIRST: dict = {}  # "pending": (the config loader, Hydra.get_mode's composition), until the next one
 

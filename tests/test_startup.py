@@ -137,10 +137,8 @@ STORE_SCRIPT = textwrap.dedent("""
 
     CASES, CONF, MODE = json.loads(sys.argv[1]), sys.argv[3], sys.argv[2]
     if MODE == "launch":
-        for install in (launch.compose_once, launch.fast_yaml, launch.cache_interpolation_parses,
-                        launch.lazy_plugin_configs):
-            install()
-            install()  # idempotent
+        launch.install_startup_changes()  # what train.py installs
+        launch.install_startup_changes()  # idempotent
     register_configs()
     Plugins.instance()  # Hydra imports the plugins, which store their configs
     cs = ConfigStore.instance()
