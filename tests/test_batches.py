@@ -178,3 +178,29 @@ def test_an_open_reader_does_not_hold_up_the_interpreter_at_exit(synthetic_file)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "leaving" in done.stdout, done.stderr[-2000:]
+
+
+def test_ranks_on_one_node_share_its_cores(monkeypatch):
+    """torchrun gives every rank the node's affinity mask: each rank counts its share of it, so
+    workers and threads are not started once per rank for the whole node; a SLURM task counts the
+    cores SLURM allots it."""
+    import os
+
+    from seispolarity.training.worker_pool import usable_cores
+
+    for name in ("LOCAL_WORLD_SIZE", "SLURM_CPUS_PER_TASK", "SLURM_STEP_ID"):
+        monkeypatch.delenv(name, raising=False)
+    mask = len(os.sched_getaffinity(0))
+    assert usable_cores() == mask
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert usable_cores() == max(1, mask // 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * mask))  # more ranks than cores: each keeps one
+    assert usable_cores() == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert usable_cores() == mask  # outside a SLURM step (srun) the allotment is not this process's
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", str(mask + 8))  # never more than the mask
+    assert usable_cores() == mask
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert usable_cores() == 1

@@ -17,6 +17,7 @@ from .batches import as_batched_dataset, workers_to_start
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import TrainingConfig
 from .distributed import DistContext, init_distributed
+from .worker_pool import usable_cores
 
 log = logging.getLogger("seispolarity.training")
 
@@ -50,6 +51,10 @@ def start_processes_and_device(config: TrainingConfig) -> tuple[DistContext, tor
         # deterministic cuBLAS needs a fixed workspace; read when cuBLAS starts (no effect on CPU)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     ctx = init_distributed(config.distributed, config.device)
+    if ctx.enabled and "OMP_NUM_THREADS" not in os.environ:
+        # torchrun sets OMP_NUM_THREADS itself; a SLURM task would otherwise run threads for every
+        # core of the node beside the node's other ranks
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), usable_cores())))
     device = resolve_device(config.device, ctx)
     if device.type == "cuda":
         torch.cuda.set_device(device)

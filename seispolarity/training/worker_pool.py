@@ -165,5 +165,16 @@ def _stop(procs, conns) -> None:
 
 
 def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask; a container's cpuset)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The CPU cores this process may use: its affinity mask (a container's cpuset), shared with
+    the other ranks of a DDP job on the same node.
+
+    torchrun starts every rank with the same mask (the node's), so each takes ``1/LOCAL_WORLD_SIZE``
+    of it; without that, 8 ranks on 16 cores would each start workers and threads for 16. Under
+    SLURM a task is allotted ``SLURM_CPUS_PER_TASK`` cores (its mask, where SLURM binds tasks).
+    """
+    mask = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if per_task.isdigit() and os.environ.get("SLURM_STEP_ID") is not None:  # inside a SLURM step
+        return max(1, min(mask, int(per_task)))
+    ranks_here = os.environ.get("LOCAL_WORLD_SIZE", "1")
+    return max(1, mask // int(ranks_here)) if ranks_here.isdigit() and int(ranks_here) > 0 else mask
