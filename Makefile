@@ -21,13 +21,17 @@ install: $(STAMP)
 run: install
 	$(BIN)/python train.py $(ARGS)
 
+# One test process per core (pytest-xdist); a file's tests stay in one process, so its module
+# fixtures (a trained run, a DDP job) are made once. `make test PARALLEL=` runs them one at a time.
+PARALLEL ?= -n auto --dist loadfile
+
 ## the test suite (slow checks are deselected; see test-slow)
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PARALLEL) $(PYTEST_ARGS)
 
 ## the slow checks too (long sweeps, big benchmarks)
 test-slow: install
-	$(BIN)/python -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "slow or not slow" $(PARALLEL) $(PYTEST_ARGS)
 
 ## the linter (ruff, configured in pyproject.toml); `$(BIN)/ruff check --fix ...` sorts imports and drops unused ones
 lint: install
