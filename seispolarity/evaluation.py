@@ -20,6 +20,8 @@ from typing import Any, Mapping
 from hydra.utils import instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from .preflight import check_exists
+
 log = logging.getLogger("seispolarity.runner")
 
 #: Data keys that change where or how a file is read, not which traces it holds.
@@ -57,6 +59,8 @@ def _eval_set_config(name: str, entry: Any, cfg: DictConfig) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"eval_sets.{name}.{unknown[0]}: not a key of name={layout} (its keys: "
                          f"{', '.join(sorted(known))})")
+    if layout != "synthetic":  # after the key checks: a misspelt key is the first thing to fix
+        check_exists(f"eval_sets.{name}.path", given["path"])
     if layout == "synthetic":
         given.setdefault("cache_dir", OmegaConf.select(cfg, "paths.cache_dir", default=None) or "data/cache")
     data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schemas[layout]), given), resolve=True)

@@ -2,7 +2,7 @@
 
 ``Preflight`` is a Hydra callback (``conf/hydra/default.yaml``): before a single run's folder is
 made, it checks what needs no data: ``train=false`` without ``ckpt_path``, a data option without
-its ``data.path`` (or the generated synthetic set given one), the ``trainer`` values
+its ``data.path`` or with one that is not there (or the generated synthetic set given one), the ``trainer`` values
 (``TrainingConfig``), the ``eval_sets`` entries, the checkpoints named (``init_from`` loads,
 ``pretrained:<name>`` is not resumed) and, for a resume, the overrides the checkpoint's run refuses
 (``seispolarity.resume``). ``runner.run`` makes the same checks (a multirun's jobs, the
@@ -11,6 +11,7 @@ compose API), where a failure then marks the job's folder failed.
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from typing import Any
 
@@ -39,10 +40,15 @@ def is_synthetic(data: Any) -> bool:
 
 
 def check_data(data: Any, where: str = "data") -> None:
-    """``data.path`` where the layout needs one, none for the generated synthetic set."""
+    """``data.path`` (and ``data.test_path``) there where the layout needs one, none for the generated
+    synthetic set."""
     if data is None:
         return
-    path = OmegaConf.select(data, "path", default=None) if OmegaConf.is_config(data) else data.get("path")
+
+    def value(key: str) -> Any:
+        return OmegaConf.select(data, key, default=None) if OmegaConf.is_config(data) else data.get(key)
+
+    path = value("path")
     if is_synthetic(data):
         if path:
             raise UsageError(f"{where}=synthetic generates its traces and reads no file ({where}.path={path}); "
@@ -53,6 +59,16 @@ def check_data(data: Any, where: str = "data") -> None:
         kind = "file" if name.lower() in ("scsn", "flat") else "folder"
         raise UsageError(f"{where}={name} needs {where}.path=<{kind}>: "
                          f"{DATA_PATHS.get(name.lower(), 'the data file or folder')}")
+    check_exists(f"{where}.path", path)
+    if value("test_path"):
+        check_exists(f"{where}.test_path", value("test_path"))
+
+
+def check_exists(key: str, path: Any) -> None:
+    """A data file or folder that is not there: one line naming the key, before any run folder exists
+    (relative paths are the user's: the runner never changes the working directory)."""
+    if not os.path.exists(str(path)):
+        raise UsageError(f"{key}={path}: no such file or directory")
 
 
 def check_command(cfg: DictConfig) -> None:

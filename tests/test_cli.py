@@ -165,17 +165,18 @@ def test_relative_data_path_resolves_against_the_users_folder(tmp_path):
 
 def test_failing_jobs_exit_non_zero_with_the_traceback_in_their_own_folders(tmp_path):
     # two jobs started together (the same second): two folders, each with its own train.log
-    args = ["data=flat", "data.path=missing.hdf5", *TINY_ANY_DATA, f"paths.log_dir={tmp_path}"]
+    (tmp_path / "broken.hdf5").write_text("not an HDF5 file\n")  # there, so only reading it fails
+    args = ["data=flat", "data.path=broken.hdf5", *TINY_ANY_DATA, f"paths.log_dir={tmp_path}"]
     procs = [start_cli(args, cwd=tmp_path) for _ in range(2)]
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode != 0, (out, err)
-        assert "missing.hdf5" in err
+        assert "broken.hdf5" in err
     runs = sorted((tmp_path / "debug" / "runs").iterdir())
     assert len(runs) == 2, runs
     for run in runs:
         log = (run / "train.log").read_text()
-        assert "Traceback" in log and "missing.hdf5" in log and "FileNotFoundError" in log
+        assert "Traceback" in log and "broken.hdf5: cannot open as HDF5" in log and "DataFormatError" in log
         assert (run / ".hydra" / "config.yaml").is_file() and not (run / "metrics.json").exists()
 
 

@@ -258,7 +258,7 @@ def test_eval_set_files_that_do_not_fit_name_the_set(tmp_path, cache_dir, monkey
     slow = write_flat_file(tmp_path / "slow.hdf5", np.zeros((6, 600), np.float32), np.arange(6) % 3,
                            p_pick=np.full(6, 300), attrs={"sampling_rate": 50.0})
     for value, message in ((f"{{gone: {{name: scsn, path: '{tmp_path / 'missing.hdf5'}'}}}}",
-                            f"eval_sets.gone: {tmp_path / 'missing.hdf5'}: no such file"),
+                            f"eval_sets.gone.path={tmp_path / 'missing.hdf5'}: no such file"),
                            (f"{{slow: {{name: flat, path: '{slow}'}}}}", "eval_sets.slow: sampled at 50 Hz")):
         cfg = composed([*tiny_overrides(), f"eval_sets={value}", *paths(tmp_path / "logs", cache_dir),
                         f"paths.output_dir={tmp_path}"])

@@ -182,6 +182,11 @@ def test_a_multirun_with_a_failing_job_still_writes_its_summary(tmp_path, cache_
                                "to train on a file choose its layout: data=flat data.path=<file.hdf5>"),
     (["+data.path=/x.hdf5"], 2, "error: data=synthetic generates its traces and reads no file"),  # Hydra's old hint
     (["trainer.epochs=-1"], 1, "error: TrainingConfig.epochs=-1: expected a whole number >= 1"),
+    (["data=scsn", "data.path=missing.hdf5"], 2, "error: data.path=missing.hdf5: no such file or directory"),
+    (["data=instance", "data.path=/no/such/folder"], 2, "error: data.path=/no/such/folder: no such file or directory"),
+    (["data=scsn", f"data.path={ROOT / 'README.md'}", "data.test_path=gone.hdf5"], 2,
+     "error: data.test_path=gone.hdf5: no such file or directory"),
+    (["eval_sets={far: {name: scsn, path: gone.hdf5}}"], 2, "error: eval_sets.far.path=gone.hdf5: no such file"),
 ])
 def test_a_mistake_in_the_command_is_one_line_and_leaves_no_folder(args, code, expected, tmp_path):
     logs, cache = tmp_path / "logs", tmp_path / "cache"
@@ -195,10 +200,11 @@ def test_a_mistake_in_the_command_is_one_line_and_leaves_no_folder(args, code, e
 
 
 def test_a_run_that_fails_after_it_started_is_marked_failed(tmp_path):
-    p = run_cli(["data=flat", "data.path=missing.hdf5", "debug=fast", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
+    (tmp_path / "broken.hdf5").write_text("not an HDF5 file\n")  # there, so only reading it fails
+    p = run_cli(["data=flat", "data.path=broken.hdf5", "debug=fast", f"paths.log_dir={tmp_path}"], cwd=tmp_path)
     assert p.returncode == 1, explain(p)
     (line,) = p.stderr.strip().splitlines()
-    assert line.startswith("error: ") and "missing.hdf5" in line
+    assert line.startswith("error: ") and "broken.hdf5: cannot open as HDF5" in line
     assert (p.stdout + p.stderr).count(line[len("error: "):]) == 1, explain(p)
     (run,) = list((tmp_path / "debug" / "runs").iterdir())
     assert (run / "FAILED").read_text().splitlines()[0] == line[len("error: "):]
