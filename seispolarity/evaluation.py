@@ -17,7 +17,7 @@ import os
 import re
 from typing import Any, Mapping
 
-from hydra.utils import instantiate, to_absolute_path
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from .preflight import check_exists
@@ -31,7 +31,7 @@ _SET_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 # -- eval_sets: configs and data sets ----------------------------------------------------------------
 def eval_set_configs(cfg: DictConfig) -> dict[str, dict[str, Any]]:
-    """``cfg.eval_sets`` as plain data configs ready for ``instantiate`` (checked, no data read)."""
+    """``cfg.eval_sets`` as plain data configs ready to build (checked, no data read)."""
     sets = cfg.get("eval_sets") or {}
     return {str(name): _eval_set_config(str(name), entry, cfg) for name, entry in sets.items()}
 
@@ -84,6 +84,7 @@ def build_eval_sets(configs: Mapping[str, Mapping[str, Any]], model, reference) 
 
 
 def _build_eval_set(name: str, data: dict[str, Any], model, reference):
+    from .config import build_from_node
     from .failures import one_line, user_error
 
     data["unknown"] = unknown_mode(data.get("unknown"), model)
@@ -93,7 +94,7 @@ def _build_eval_set(name: str, data: dict[str, Any], model, reference):
     data.update(window_length=int(model.input_length), max_shift=0,
                 normalize=getattr(reference, "normalize", data.get("normalize")))
     try:
-        dataset = instantiate(data, _convert_="all")
+        dataset = build_from_node(data)
     except Exception as exc:  # bad input: one line naming the set; a bug: as it is
         cause = user_error(exc)
         if cause is None:

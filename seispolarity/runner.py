@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.utils import instantiate, to_absolute_path
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from .config import build_from_node
 from .evaluation import (
     adopt_checkpoint,
     build_eval_sets,
@@ -64,7 +65,7 @@ def output_dir() -> Path:
 def build_model(cfg: DictConfig):
     # plain lists/dicts: a ListConfig argument (e.g. Ross's kernel_sizes) would end up in the
     # checkpoint's model description and make it unloadable with weights_only=True
-    return instantiate(cfg.model, _convert_="all")
+    return build_from_node(cfg.model)
 
 
 def build_datasets(cfg: DictConfig, model, augment) -> tuple[Any, Any]:
@@ -85,11 +86,11 @@ def build_datasets(cfg: DictConfig, model, augment) -> tuple[Any, Any]:
             data_cfg[key] = to_absolute_path(data_cfg[key])
     data_cfg["window_length"] = int(model.input_length)
     data_cfg["max_shift"] = int(augment.max_shift) if augment is not None else 0
-    dataset = instantiate(data_cfg, _convert_="all")
+    dataset = build_from_node(data_cfg)
     test_dataset = None
     if test_path:
         data_cfg["path"] = to_absolute_path(test_path)
-        test_dataset = instantiate(data_cfg, _convert_="all")
+        test_dataset = build_from_node(data_cfg)
     return dataset, test_dataset
 
 
@@ -244,7 +245,7 @@ def _run(cfg: DictConfig, out: Path) -> float:
     if source is not None:  # its model and normalisation, whatever model= and data.normalize say
         adopt_checkpoint(cfg, source, "evaluation" if state is not None else f"init_from={cfg.init_from}")
     model = build_model(cfg)
-    augment = instantiate(cfg.augment) if cfg.get("augment") is not None else None
+    augment = build_from_node(cfg.augment) if cfg.get("augment") is not None else None
     with _main_rank_first(ctx):  # rank 0 generates / caches the data once; the other ranks read it
         dataset, test_dataset = build_datasets(cfg, model, augment)
         held_out = held_out_split(cfg, dataset, state) if test_dataset is None else None

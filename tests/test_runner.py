@@ -235,3 +235,31 @@ def test_run_in_process_returns_the_objective_as_a_float(tmp_path, paths, monkey
     assert metrics["objective"] == {"name": "val_accuracy", "value": value}
     assert metrics["summary"]["val_accuracy"] == value
     assert "${" not in (tmp_path / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_the_runner_builds_each_node_as_hydras_instantiate_does(model, tmp_path):
+    """``config.build_from_node`` (the runner's shortcut past Hydra's instantiate) gives the same model
+    (class, arguments, seeded weights), augmentation and data set (nested ``knobs`` built too) as
+    ``instantiate(node, _convert_="all")``; a node using Hydra's own keys goes through Hydra."""
+    from seispolarity.config import build_from_node
+
+    register_configs()
+    cfg = composed([f"model={model}", "data.num_traces=40", f"paths.cache_dir={tmp_path}"])
+    built = {}
+    for way, build in (("ours", build_from_node), ("hydra", lambda n: instantiate(n, _convert_="all"))):
+        torch.manual_seed(0)
+        net = build(cfg.model)
+        data = OmegaConf.to_container(cfg.data, resolve=True)
+        data.update(window_length=int(net.input_length), max_shift=3, unknown="keep")
+        del data["test_path"], data["path"]
+        built[way] = (net, build(cfg.augment), build(data))
+    (net, augment, data), (ref_net, ref_augment, ref_data) = built["ours"], built["hydra"]
+    assert type(net) is type(ref_net) and net.input_length == ref_net.input_length
+    for (name, value), (_, ref) in zip(net.state_dict().items(), ref_net.state_dict().items()):
+        assert torch.equal(value, ref), name
+    assert isinstance(augment, AugmentConfig) and augment == ref_augment
+    assert len(data) == len(ref_data) == 40
+    np.testing.assert_array_equal(data[7][0], ref_data[7][0])
+    partial = build_from_node({"_target_": "builtins.dict", "_partial_": True, "a": 1})
+    assert partial.func is dict and partial(b=2) == {"a": 1, "b": 2}
