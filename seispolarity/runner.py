@@ -498,22 +498,33 @@ class SweepSummary(Callback):
         value = getattr(job_return, "_return_value", None)
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
         if isinstance(value, JobFailed) and sweeper.endswith("BasicSweeper"):
-            # The basic sweeper re-raises the first failed job's error once every job has run; as a
-            # SystemExit it ends the command with exit 1 and one line (str(JobFailed): the tally),
-            # without Hydra's "HYDRA_FULL_ERROR ... stack trace" note (there is no traceback to show).
-            # Sweepers that count failures themselves (Optuna) get the exception as it is.
-            job_return._return_value = SystemExit(value)
+            # The basic sweeper would re-raise the first failed job's error after its batch, with a
+            # line naming that job's overrides only, and stop later batches. The job is handed back
+            # as done; on_multirun_end, once every job has run, ends the command with exit 1 and
+            # one line (str(JobFailed): the tally). Sweepers that count failures themselves
+            # (Optuna) get the exception as it is.
+            from hydra.core.utils import JobStatus
+
+            job_return.status, job_return._return_value = JobStatus.COMPLETED, None
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._write(config, announce=True)
+        rows = self._write(config, announce=True)
+        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
+        failed = [r for r in rows if r.get("status") != "ok"] if sweeper.endswith("BasicSweeper") else []
+        if failed:  # read from the sweep folder: jobs may have run in other processes (joblib, SLURM)
+            from .failures import JobFailed
+
+            first = min(failed, key=lambda r: int(r.get("job", 0)))
+            raise SystemExit(JobFailed(str(first.get("job")), str(first.get("error", "")), str(config.hydra.sweep.dir)))
 
     @staticmethod
-    def _write(config: DictConfig, announce: bool) -> None:
-        if int(os.environ.get("RANK", "0")) != 0:  # a multirun under torchrun: rank 0 writes it
-            return
+    def _write(config: DictConfig, announce: bool) -> list[dict]:
+        """The sweep's rows (none on the ranks other than 0 of a multirun under torchrun: rank 0 writes)."""
+        if int(os.environ.get("RANK", "0")) != 0:
+            return []
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
-            return
+            return []
         objective = config.get("objective", "objective")
         maximize = not str(objective).endswith("loss")
         rows = write_sweep_summary(sweep_dir, objective, maximize)
@@ -521,3 +532,4 @@ class SweepSummary(Callback):
             failed = sum(r["status"] != "ok" for r in rows)
             print(f"sweep summary: {sweep_dir / 'summary.md'}" + (f" ({failed} of {len(rows)} jobs failed)"
                                                                   if failed else ""), flush=True)
+        return rows

@@ -150,10 +150,14 @@ def test_the_api_names_the_optimizer_a_checkpoint_was_trained_with(sgd_run, synt
 # ----------------------------------------------------------------------------------------------
 # row 2: a multirun with a failing job
 # ----------------------------------------------------------------------------------------------
-def test_a_multirun_with_a_failing_job_still_writes_its_summary(tmp_path, cache_dir):
-    p = run_cli(["-m", "trainer.epochs=-1,1", *tiny_overrides(), *paths(tmp_path, cache_dir)], timeout=240)
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_multirun_with_a_failing_job_still_writes_its_summary(launcher, tmp_path, cache_dir):
+    """The failure is read from the sweep folder, so jobs run in other processes (joblib) count too."""
+    p = run_cli(["-m", f"hydra/launcher={launcher}", "trainer.epochs=-1,1", *tiny_overrides(),
+                 *paths(tmp_path, cache_dir)], timeout=240)
     assert p.returncode == 1, explain(p)
     assert "Traceback" not in p.stdout + p.stderr and "HYDRA_FULL_ERROR" not in p.stderr, explain(p)
+    assert "Error executing job" not in p.stderr, explain(p)  # Hydra's line naming one job's overrides
     (sweep,) = list((tmp_path / "debug" / "multiruns").iterdir())
     with open(sweep / "summary.csv", newline="") as fh:
         rows = {r["job"]: r for r in csv.DictReader(fh)}
