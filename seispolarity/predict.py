@@ -100,7 +100,7 @@ def _one_line(exc: BaseException, args: dict[str, Any]) -> str:
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     parts = [p.strip() for p in text.strip().splitlines() if p.strip()]
     line = "; ".join(parts[:2]) if parts else type(exc).__name__
-    if not any(str(args.get(k, "")) and str(args.get(k)) in line for k in ("ckpt", "data", "out", "skhash")):
+    if not any(str(args.get(k, "")) and str(args.get(k)) in line for k in ("ckpt", "data", "out", "skhash", "device")):
         line = f"{getattr(exc, 'filename', None) or args.get('data')}: {line}"
     return line[:500]
 
@@ -115,7 +115,7 @@ def _predict(args: dict[str, Any], data_options: dict[str, Any]) -> int:
         predictor = Predictor(args["ckpt"], device=args.get("device", "auto"),
                               batch_size=int(args.get("batch_size", 256)), threshold=args.get("threshold"),
                               max_uncertainty=args.get("max_uncertainty"), mc_samples=args.get("mc_samples"))
-    except RuntimeError as exc:  # weights that do not fit the model, an unavailable device
+    except RuntimeError as exc:  # weights that do not fit the model
         if isinstance(exc, CheckpointError):
             raise
         raise ValueError(f"{args['ckpt']}: {str(exc).strip().splitlines()[0]}") from None

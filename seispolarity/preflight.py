@@ -2,9 +2,10 @@
 
 ``Preflight`` is a Hydra callback (``conf/hydra/default.yaml``): before a single run's folder is
 made, it checks what needs no data: ``train=false`` without ``ckpt_path``, a data option without
-its ``data.path`` or with one that is not there (or the generated synthetic set given one), the ``trainer`` values
-(``TrainingConfig``), the ``eval_sets`` entries, the checkpoints named (``init_from`` loads,
-``pretrained:<name>`` is not resumed) and, for a resume, the overrides the checkpoint's run refuses
+its ``data.path`` or with one that is not there (or the generated synthetic set given one), the
+``trainer`` values (``TrainingConfig``, and a ``trainer.device`` this machine has), the
+``eval_sets`` entries, the checkpoints named (``init_from`` loads, ``pretrained:<name>`` is not
+resumed) and, for a resume, the overrides the checkpoint's run refuses
 (``seispolarity.resume``). ``runner.run`` makes the same checks (a multirun's jobs, the
 compose API), where a failure then marks the job's folder failed.
 """
@@ -75,12 +76,14 @@ def check_command(cfg: DictConfig) -> None:
     """Everything about ``cfg`` that can be judged without reading data (raises one-line errors)."""
     from .evaluation import eval_set_configs
     from .runner import training_config
+    from .training.setup import resolve_device
 
     if not cfg.get("train", True) and not cfg.get("ckpt_path"):
         raise UsageError("evaluation needs ckpt_path=<checkpoint> (train=false scores a trained model, e.g. "
                          "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt)")
     check_data(cfg.get("data"))
-    training_config(_without_run_folder(cfg))  # a bad trainer value: TrainingConfig's one line
+    train_config = training_config(_without_run_folder(cfg))  # a bad trainer value: TrainingConfig's one line
+    resolve_device(train_config.device)  # trainer.device=cuda on a machine without one
     eval_set_configs(cfg)
     check_checkpoints(cfg)
 

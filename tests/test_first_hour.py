@@ -25,6 +25,7 @@ from pathlib import Path
 
 import h5py
 import pytest
+import torch
 import yaml
 
 from conftest import ROOT, cli_env, explain, run_cli, run_folder, tiny_overrides
@@ -191,6 +192,8 @@ def test_a_multirun_with_a_failing_job_still_writes_its_summary(launcher, tmp_pa
     (["data=scsn", f"data.path={ROOT / 'README.md'}", "data.test_path=gone.hdf5"], 2,
      "error: data.test_path=gone.hdf5: no such file or directory"),
     (["eval_sets={far: {name: scsn, path: gone.hdf5}}"], 2, "error: eval_sets.far.path=gone.hdf5: no such file"),
+    pytest.param(["trainer.device=cuda"], 1, "error: device='cuda' but CUDA is not available on this machine",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_a_mistake_in_the_command_is_one_line_and_leaves_no_folder(args, code, expected, tmp_path):
     logs, cache = tmp_path / "logs", tmp_path / "cache"
@@ -237,13 +240,17 @@ def test_predict_reports_bad_input_in_one_line(sgd_run, synthetic_file, tmp_path
         "corrupt data": ([f"ckpt={best}", f"data={corrupt_data}", f"out={tmp_path / 'x.csv'}"],
                          "error: "),
     }
+    if not torch.cuda.is_available():  # the device named, not blamed on a file
+        cases["no GPU"] = ([f"ckpt={best}", f"data={synthetic_file}", "device=cuda"],
+                           "error: device='cuda' but CUDA is not available on this machine")
     for name, (args, start) in cases.items():
         p = predict(*args)
         assert p.returncode == 1, (name, explain(p))
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(start), (name, p.stderr)
         assert "Traceback" not in p.stderr, name
-    assert str(corrupt_data) in lines[0], lines[0]
+        if name == "corrupt data":
+            assert str(corrupt_data) in lines[0], lines[0]
     # no arguments: the usage, exit 2; --help: the page, exit 0
     p = predict()
     assert p.returncode == 2 and p.stderr.startswith("usage: python -m seispolarity.predict ckpt=PATH data=PATH")

@@ -300,12 +300,12 @@ def test_devices(small):
     assert t.device.type == "cpu" and next(t.model.parameters()).device.type == "cpu"
     if not torch.cuda.is_available():
         assert resolve_device("auto").type == "cpu"
-        with pytest.raises(RuntimeError, match="device='cuda'.*not available"):
+        with pytest.raises(ValueError, match=r"device='cuda' but CUDA is not available on this machine \((this torch is a CPU-only build|no CUDA GPU is visible)"):
             Trainer(tiny_ross(), small, config(device="cuda"))
-        with pytest.raises(RuntimeError, match="not available"):
+        with pytest.raises(ValueError, match="not available"):
             resolve_device("cuda:1")
     if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        with pytest.raises(RuntimeError, match="device='mps'.*not available"):
+        with pytest.raises(ValueError, match="device='mps'.*not available"):
             Trainer(tiny_ross(), small, config(device="mps"))
 
 

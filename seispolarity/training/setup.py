@@ -29,19 +29,26 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
-    """``auto`` picks cuda > mps > cpu; an unavailable device is a clear error."""
+    """``auto`` picks cuda > mps > cpu; an unavailable device is a one-line ``ValueError`` (the
+    runner checks it before a run folder exists)."""
     name = name.lower()
     mps = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else ("mps" if mps else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device={name!r} but CUDA is not available on this machine; "
-                               f"use device='cpu' or device='auto'")
+            why = ("this torch is a CPU-only build" if torch.version.cuda is None
+                   else "no CUDA GPU is visible") + f", torch {torch.__version__}"
+            raise ValueError(f"device={name!r} but CUDA is not available on this machine ({why}); "
+                             f"use device='cpu' or device='auto'")
+        index = name.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise ValueError(f"device={name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
         if name == "cuda" and ctx is not None and ctx.enabled:
             name = f"cuda:{ctx.local_rank}"
     if name == "mps" and not mps:
-        raise RuntimeError("device='mps' but MPS is not available on this machine; use 'cpu' or 'auto'")
+        raise ValueError("device='mps' but MPS is not available on this machine; use 'cpu' or 'auto'")
     return torch.device(name)
 
 
