@@ -474,6 +474,11 @@ def _eval_set_column(column: str) -> bool:
         "_baseline_updown_accuracy")
 
 
+def _basic_sweeper(config: DictConfig) -> bool:
+    """Hydra's basic sweeper (it stops at a failed job; Optuna's counts failures itself)."""
+    return str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "").endswith("BasicSweeper")
+
+
 class SweepSummary(Callback):
     """Hydra callback: after a multirun, write the summary table at the sweep root."""
 
@@ -496,8 +501,7 @@ class SweepSummary(Callback):
         from .failures import JobFailed
 
         value = getattr(job_return, "_return_value", None)
-        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
-        if isinstance(value, JobFailed) and sweeper.endswith("BasicSweeper"):
+        if isinstance(value, JobFailed) and _basic_sweeper(config):
             # The basic sweeper would re-raise the first failed job's error after its batch, with a
             # line naming that job's overrides only, and stop later batches. The job is handed back
             # as done; on_multirun_end, once every job has run, ends the command with exit 1 and
@@ -509,8 +513,7 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = self._write(config, announce=True)
-        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
-        failed = [r for r in rows if r.get("status") != "ok"] if sweeper.endswith("BasicSweeper") else []
+        failed = [r for r in rows if r.get("status") != "ok"] if _basic_sweeper(config) else []
         if failed:  # read from the sweep folder: jobs may have run in other processes (joblib, SLURM)
             from .failures import JobFailed
 
