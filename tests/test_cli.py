@@ -83,7 +83,9 @@ def test_evaluate_a_checkpoint(sgd_run, cache_dir, tmp_path):
     assert test["evaluated"].startswith("test split of ") and test["evaluated"] == held_out["evaluated"]
     assert metrics["history"] == [] and not (out / "checkpoints" / "last.ckpt").exists()
     assert f"test accuracy: {test['accuracy']:.4f}" in proc.stdout
-    assert "evaluating" in (out / "train.log").read_text()
+    log = (out / "train.log").read_text()
+    assert "evaluating" in log and "objective: test_accuracy=" in log
+    assert "WARNING" not in proc.stdout + proc.stderr, explain(proc)  # nothing to warn of in an evaluation
 
 
 def test_a_four_job_multirun_and_its_summary(tmp_path, cache_dir):
