@@ -146,10 +146,11 @@ class Trainer:
         if problem:  # fail before the first step, not after an epoch
             raise OSError(f"save_dir {cfg.save_dir} is not a writable folder: {problem}")
         self.scalars.open(self.epoch)
-        log.info("training %s (%d parameters) on %d traces (val %s) for %d epochs on %s%s",
+        log.info("training %s (%d parameters) on %d traces (val %s) for %d epoch%s on %s%s",
                  type(self.model).__name__, sum(p.numel() for p in self.model.parameters()),
                  len(self.train_dataset), len(self.val_dataset) if self.val_dataset is not None else 0,
-                 cfg.epochs, self.device, f", {self.ctx.world_size} processes" if self.ctx.enabled else "")
+                 cfg.epochs, "" if cfg.epochs == 1 else "s", self.device,
+                 f", {self.ctx.world_size} processes" if self.ctx.enabled else "")
         # Signals only raise a flag inside `self.stop`; the loop stops at the next step boundary.
         with self.stop, logs_above_bars(self._bars()):  # log lines above the bars
             try:
