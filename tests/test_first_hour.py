@@ -287,6 +287,15 @@ def test_help_is_the_projects_own_page():
     assert "needs data.path=" in text
     examples = [ln for ln in text.split("Examples:")[1].splitlines() if ln.strip().startswith("python train.py")]
     assert len(examples) >= 3, text
+    from dataclasses import fields
+
+    from seispolarity.config import RunSchema
+
+    listed = next(ln for ln in text.splitlines() if ln.startswith("Top-level keys:"))
+    for f in fields(RunSchema):
+        if (conf / f.name).is_dir():
+            continue  # a config group, listed above
+        assert re.search(rf"\b{f.name}\b", listed), f"--help's top-level keys leave out {f.name}"
 
 
 # ----------------------------------------------------------------------------------------------
