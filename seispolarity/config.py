@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING
 
-from .training.optim import DEFAULT_LR
+from .training.optim import DEFAULT_LR, OPTIMIZER_FIELDS, SCHEDULER_FIELDS
 
 _SIMPLE = (int, float, str, bool)
 
@@ -364,7 +364,6 @@ def register_configs() -> None:
     from .data.augment import AugmentConfig
     from .models import MODEL_REGISTRY
     from .training.config import TrainingConfig
-    from .training.optim import OPTIMIZER_FIELDS, SCHEDULER_FIELDS
 
     cs = ConfigStore.instance()
     store_lazily(cs, "run_schema", lambda: run_schema(data_schemas()))
@@ -381,16 +380,33 @@ def register_configs() -> None:
     # trainer.*: TrainingConfig's fields, less those the optimizer and scheduler groups describe and
     # those the top-level ckpt_path (resume_from) and init_from set
     store_lazily(cs, "default", group="schema/trainer", build=lambda: schema_from_callable(
-        "TrainerSchema", TrainingConfig, TrainingConfig,
-        exclude=(*OPTIMIZER_FIELDS, *SCHEDULER_FIELDS, "resume_from", "init_from"),
+        "TrainerSchema", TrainingConfig, TrainingConfig, exclude=NOT_TRAINER_KEYS,
         overrides={"seed": (int, II("seed")), "device": (str, "auto"),
                    "save_dir": (Optional[str], "${paths.output_dir}/checkpoints"),
                    "tensorboard_dir": (Optional[str], "${paths.output_dir}/tensorboard"),
                    "amp": (Any, False), "distributed": (Any, "auto")}))
     store_lazily(cs, "default", group="schema/augment",
                  build=lambda: schema_from_callable("AugmentSchema", AugmentConfig, AugmentConfig))
-    store_lazily(cs, "default", group="schema/report",
-                 build=lambda: schema_from_callable("ReportSchema", ReportConfig, ReportConfig))
+    store_lazily(cs, "default", group="schema/report", build=lambda: schema_from_callable(
+        "ReportSchema", ReportConfig, ReportConfig,
+        overrides={"baseline_params": (baseline_schema(), baseline_schema())}))
+
+
+#: ``TrainingConfig`` fields that are not ``trainer.*`` keys: the optimizer and scheduler groups
+#: describe some, the top-level ``ckpt_path`` (``resume_from``) and ``init_from`` the others.
+NOT_TRAINER_KEYS = (*OPTIMIZER_FIELDS, *SCHEDULER_FIELDS, "resume_from", "init_from")
+
+
+def baseline_schema() -> type:
+    """``report.baseline_params``: the first-break picker's keyword-only parameters, with their
+    defaults (``report.baseline_params.k=3`` sets one; a misspelt key fails at compose time)."""
+    if not hasattr(baseline_schema, "cache"):
+        from .baselines import first_break_polarity
+
+        params = [p for p in inspect.signature(first_break_polarity).parameters.values() if p.kind is p.KEYWORD_ONLY]
+        baseline_schema.cache = _schema_class("BaselineParamsSchema", [
+            (p.name, _omegaconf_type(type(p.default)), field(default=p.default)) for p in params])
+    return baseline_schema.cache
 
 
 #: Keys of Hydra's instantiate that ``build_from_node`` leaves to Hydra.

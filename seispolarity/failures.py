@@ -124,6 +124,22 @@ def interrupted_message(exc: TrainingInterrupted) -> str:
            f"{resume_command(exc.checkpoint)}"
 
 
+def report_interrupt(save_dir: str | None) -> None:
+    """Ctrl-C outside the training loop (the loop itself stops at a step boundary with a checkpoint):
+    while the data is read or generated, or while testing. Marks the run folder; for a CLI run,
+    prints one line and exits 130. Returns (for the caller to re-raise) otherwise."""
+    last = Path(save_dir) / "last.ckpt" if save_dir else None
+    if last is not None and last.is_file():
+        line = f"interrupted (SIGINT) outside training; last checkpoint: {last}; resume with: {resume_command(str(last))}"
+    else:  # the synthetic cache is written whole or not at all (synthetic.ensure_synthetic)
+        line = "interrupted (SIGINT) before training started; nothing was trained: run the command again"
+    mark_failed(line)
+    _to_log_file_only(line, logging.WARNING)
+    if _mode() == RunMode.RUN:
+        print(line, file=sys.stderr, flush=True)
+        raise SystemExit(128 + signal.SIGINT) from None
+
+
 def _mode() -> RunMode | None:
     try:
         return HydraConfig.get().mode

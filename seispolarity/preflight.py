@@ -12,11 +12,15 @@ compose API), where a failure then marks the job's folder failed.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
+import inspect
 import os
 import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from hydra.utils import to_absolute_path
 from omegaconf import AnyNode, DictConfig, OmegaConf
 
 from .failures import UsageError, one_line, user_error
@@ -81,11 +85,119 @@ def check_command(cfg: DictConfig) -> None:
     if not cfg.get("train", True) and not cfg.get("ckpt_path"):
         raise UsageError("evaluation needs ckpt_path=<checkpoint> (train=false scores a trained model, e.g. "
                          "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt)")
+    check_keys(cfg)  # a misspelt key added with `+` is the first thing to fix
     check_data(cfg.get("data"))
-    train_config = training_config(_without_run_folder(cfg))  # a bad trainer value: TrainingConfig's one line
+    plain = _without_run_folder(cfg)
+    train_config = training_config(plain)  # a bad trainer value: TrainingConfig's one line
     resolve_device(train_config.device)  # trainer.device=cuda on a machine without one
+    check_launch(train_config.distributed)
+    check_values(plain)
     eval_set_configs(cfg)
     check_checkpoints(cfg)
+    check_objective(cfg)
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Keys that ``+key=value`` added to a node and its target does not take (the schemas refuse a
+    misspelt key at compose time, but ``+`` is how Hydra's own message says to add one)."""
+    from .config import NOT_TRAINER_KEYS, baseline_schema, data_schemas
+
+    for where in ("model", "trainer", "augment", "report", "data"):
+        node = cfg.get(where)
+        if not OmegaConf.is_dict(node):
+            continue
+        if where == "data":
+            layout = "synthetic" if is_synthetic(node) else str(node.get("name") or "").lower()
+            schema = data_schemas().get(layout)
+            known = {f.name for f in dataclasses.fields(schema)} if schema is not None else None
+        else:
+            known = _keywords(node.get("_target_"))
+            if where == "trainer" and known is not None:  # set by the optimizer and scheduler groups, ckpt_path, init_from
+                known -= set(NOT_TRAINER_KEYS)
+        _refuse_unknown(cfg, where, set(node) - {"_target_"}, known)
+    params = OmegaConf.select(cfg, "report.baseline_params", default=None)
+    if OmegaConf.is_dict(params):
+        _refuse_unknown(cfg, "report.baseline_params", set(params),
+                        {f.name for f in dataclasses.fields(baseline_schema())})
+
+
+def _keywords(target: Any) -> set[str] | None:
+    """The keyword arguments ``target`` (a dotted path) takes, or None where it takes any."""
+    if not target:
+        return None
+    from hydra.utils import get_method
+
+    params = inspect.signature(get_method(str(target))).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _refuse_unknown(cfg: DictConfig, where: str, keys: set[str], known: set[str] | None) -> None:
+    unknown = sorted(keys - known) if known is not None else []
+    if not unknown:
+        return
+    key, known = unknown[0], known - {"_target_"}
+    choice = OmegaConf.select(cfg, f"hydra.runtime.choices.{where}", default=None)
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f"did you mean {where}.{close[0]}? " if close else ""
+    raise UsageError(f"{where}.{key}: not a key of {where}{f'={choice}' if choice else ''} "
+                     f"({hint}its keys: {', '.join(sorted(known))})")
+
+
+def check_values(cfg: DictConfig) -> None:
+    """The data, augmentation and report values the run would refuse once its folder exists."""
+    from .config import build_from_node
+    from .data.dataset import check_options
+    from .reports import ReportConfig
+
+    data = cfg.get("data")
+    if data is not None:
+        check_options(normalize=data.get("normalize", "peak"), unknown=data.get("unknown", "auto"),
+                      nan_policy=data.get("nan_policy", "error"), max_traces=data.get("max_traces"),
+                      unknown_modes=("auto", "keep", "drop"), prefix="data.")
+        if is_synthetic(data):
+            check_synthetic(data)
+    if cfg.get("augment") is not None:
+        build_from_node(cfg.augment)  # AugmentConfig: its values checked where it is made
+    if cfg.get("report") is not None:
+        ReportConfig.from_any(OmegaConf.to_container(cfg.report, resolve=True))
+
+
+def check_synthetic(data: DictConfig) -> None:
+    """The generated set's size and the cache folder it is written to."""
+    from .folders import writable_folder_problem
+
+    n = data.get("num_traces")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"data.num_traces={n!r}: expected a whole number >= 1")
+    cache = str(data.get("cache_dir") or "data/cache")
+    problem = writable_folder_problem(to_absolute_path(cache))
+    if problem:
+        raise UsageError(f"data.cache_dir={cache} (paths.cache_dir): {problem}; the synthetic set is cached "
+                         f"there: set paths.cache_dir=<a writable folder>")
+
+
+def check_launch(distributed: Any) -> None:
+    """``trainer=ddp`` (distributed=true) started without torchrun (a submitit task exports
+    torchrun's variables itself, later: ``distributed.export_submitit_env``)."""
+    from .training.distributed import launch_problem
+
+    problem = None if os.environ.get("SUBMITIT_EXECUTOR") else launch_problem(distributed)
+    if problem:
+        raise UsageError(problem)
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """``objective=`` names a number the run will report (else the run would fail at its very end)."""
+    from .runner import objective_names
+
+    names = objective_names(list((cfg.get("eval_sets") or {}).keys()))
+    if str(cfg.get("objective")) not in names:
+        close = difflib.get_close_matches(str(cfg.get("objective")), names, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise UsageError(f"objective={cfg.get('objective')}: not a number the run reports ({hint}"
+                         f"one of {', '.join(names)})")
 
 
 def check_checkpoints(cfg: DictConfig) -> None:
@@ -128,7 +240,6 @@ def check_resume(cfg: DictConfig, config_name: str | None) -> None:
     """A resume (train=true, ckpt_path): the checkpoint loads and the overrides fit its run."""
     if not (cfg.get("train", True) and cfg.get("ckpt_path")):
         return
-    from hydra.utils import to_absolute_path
 
     from .resume import resumed_config
     from .training.checkpoint import load_checkpoint

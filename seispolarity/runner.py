@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import inspect
 import io
 import json
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.utils import to_absolute_path
+from hydra.utils import get_method, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from .config import build_from_node
@@ -42,7 +44,7 @@ from .evaluation import (
     run_header,
     unknown_mode,
 )
-from .failures import FAILED_FILE, clear_failed
+from .failures import FAILED_FILE, clear_failed, one_line
 from .folders import atomic_file
 from .preflight import check_command, check_data, is_synthetic
 from .reports import ReportConfig, append_report, render_eval_section, report_summary, write_report
@@ -65,7 +67,24 @@ def output_dir() -> Path:
 def build_model(cfg: DictConfig):
     # plain lists/dicts: a ListConfig argument (e.g. Ross's kernel_sizes) would end up in the
     # checkpoint's model description and make it unloadable with weights_only=True
-    return build_from_node(cfg.model)
+    try:
+        return build_from_node(cfg.model)
+    except (RuntimeError, ValueError, TypeError, ZeroDivisionError) as exc:
+        # the defaults build every model (tests/test_models.py): a failure is one of the values changed
+        values = OmegaConf.to_container(cfg.model, resolve=True)
+        target = values.pop("_target_")
+        defaults = {p.name: p.default for p in inspect.signature(get_method(target)).parameters.values()}
+        changed = ", ".join(f"model.{k}={v!r}" for k, v in values.items() if defaults.get(k, v) != v)
+        raise ValueError(f"model={_choice('model') or target.rsplit('.', 1)[-1]} cannot be built with "
+                         f"{changed or 'its defaults'}: {one_line(exc)}") from exc
+
+
+def _choice(group: str) -> str | None:
+    """The option of ``group`` this run composed (``model=ppnet``), where Hydra ran it."""
+    try:
+        return HydraConfig.get().runtime.choices.get(group)
+    except ValueError:  # composed without @hydra.main
+        return None
 
 
 def build_datasets(cfg: DictConfig, model, augment) -> tuple[Any, Any]:
@@ -108,7 +127,41 @@ def training_config(cfg: DictConfig) -> TrainingConfig:
         values["resume_from"] = to_absolute_path(cfg.ckpt_path)
     if cfg.get("init_from") and cfg.get("train"):
         values["init_from"] = checkpoint_arg(cfg.init_from)
-    return TrainingConfig(**values)
+    try:
+        return TrainingConfig(**values)
+    except ValueError as exc:  # "TrainingConfig.learning_rate=-1.0: ..." says what the user typed: "lr=-1.0: ..."
+        raise ValueError(re.sub(r"^TrainingConfig\.(\w+)(?:\['(\w+)'\])?", lambda m: _command_key(m[1], m[2]),
+                                str(exc))) from None
+
+
+def _command_key(field_name: str, keyword: str | None = None) -> str:
+    """The command-line key that sets a ``TrainingConfig`` field (or ``keyword`` of its optimizer's or
+    scheduler's parameters)."""
+    if keyword:
+        return f"{'scheduler' if field_name == 'lr_scheduler_params' else 'optimizer'}.{keyword}"
+    if field_name in ("learning_rate", "optimizer_params"):
+        return "lr" if field_name == "learning_rate" else "optimizer"
+    if field_name in ("weight_decay", "momentum"):
+        return f"optimizer.{field_name}"
+    if field_name in ("lr_scheduler", "lr_scheduler_params"):
+        return "scheduler"
+    return {"resume_from": "ckpt_path", "init_from": "init_from"}.get(field_name, f"trainer.{field_name}")
+
+
+#: metrics.json's ``summary`` keys (``summarize``, ``report_summary``, ``eval_sets_summary``): what
+#: ``objective=`` may name.
+TRAINING_SUMMARY = ("epochs", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
+                    "val_updown_accuracy", "best_epoch", "parameters", "samples_per_second")
+TEST_SUMMARY = ("loss", "accuracy", "macro_f1", "updown_accuracy")
+
+
+def objective_names(eval_sets: list[str]) -> list[str]:
+    """Every number a run's summary may hold, for a run with these eval sets."""
+    names = [*TRAINING_SUMMARY, *(f"test_{k}" for k in TEST_SUMMARY), "test_excluded_unknown",
+             "test_baseline_accuracy", "test_baseline_updown_accuracy", "wall_time_s"]
+    for name in eval_sets:
+        names += [f"eval_{name}_accuracy", f"eval_{name}_updown_accuracy", f"eval_{name}_baseline_updown_accuracy"]
+    return names
 
 
 def summarize(result: dict, test: dict | None, trainer: Trainer) -> dict[str, Any]:
@@ -126,7 +179,7 @@ def summarize(result: dict, test: dict | None, trainer: Trainer) -> dict[str, An
         "samples_per_second": last.get("samples_per_second"),
     }
     if test:
-        summary.update({f"test_{k}": test[k] for k in ("loss", "accuracy", "macro_f1", "updown_accuracy")})
+        summary.update({f"test_{k}": test[k] for k in TEST_SUMMARY})
         summary["test_excluded_unknown"] = test.get("excluded_unknown", 0)
     return summary
 
@@ -176,6 +229,11 @@ def run(cfg: DictConfig) -> float:
 
         # signals and bad input: one line on stderr (+ exit code) for a CLI run; bugs: the traceback
         report_failure(exc)
+        raise
+    except KeyboardInterrupt:  # Ctrl-C while the data loads or the test runs (training handles its own)
+        from .failures import report_interrupt
+
+        report_interrupt(OmegaConf.select(cfg, "trainer.save_dir", default=None))
         raise
 
 

@@ -28,7 +28,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, cli_env, explain, run_cli, run_folder, tiny_overrides
+from conftest import ROOT, cli_env, explain, run_cli, run_folder, start_cli, tiny_overrides
 
 PY = sys.executable
 
@@ -162,7 +162,7 @@ def test_a_multirun_with_a_failing_job_still_writes_its_summary(launcher, tmp_pa
     (sweep,) = list((tmp_path / "debug" / "multiruns").iterdir())
     with open(sweep / "summary.csv", newline="") as fh:
         rows = {r["job"]: r for r in csv.DictReader(fh)}
-    error = "TrainingConfig.epochs=-1: expected a whole number >= 1"
+    error = "trainer.epochs=-1: expected a whole number >= 1"
     assert set(rows) == {"0", "1"}
     assert rows["0"]["status"] == "failed" and rows["0"]["error"] == error
     assert rows["1"]["status"] == "ok" and rows["1"]["error"] == "" and float(rows["1"]["objective"]) >= 0
@@ -186,7 +186,7 @@ def test_a_multirun_with_a_failing_job_still_writes_its_summary(launcher, tmp_pa
     (["data.path=/x.hdf5"], 2, "error: data=synthetic generates its traces and reads no file (data.path=/x.hdf5); "
                                "to train on a file choose its layout: data=flat data.path=<file.hdf5>"),
     (["+data.path=/x.hdf5"], 2, "error: data=synthetic generates its traces and reads no file"),  # Hydra's old hint
-    (["trainer.epochs=-1"], 1, "error: TrainingConfig.epochs=-1: expected a whole number >= 1"),
+    (["trainer.epochs=-1"], 1, "error: trainer.epochs=-1: expected a whole number >= 1"),
     (["data=scsn", "data.path=missing.hdf5"], 2, "error: data.path=missing.hdf5: no such file or directory"),
     (["data=instance", "data.path=/no/such/folder"], 2, "error: data.path=/no/such/folder: no such file or directory"),
     (["data=scsn", f"data.path={ROOT / 'README.md'}", "data.test_path=gone.hdf5"], 2,
@@ -204,6 +204,42 @@ def test_a_mistake_in_the_command_is_one_line_and_leaves_no_folder(args, code, e
     message = p.stderr.strip()[len("error: "):]
     assert (p.stdout + p.stderr).count(message) == 1, explain(p)  # printed once (not logged as well)
     assert not logs.exists() and not cache.exists(), "a run that never started left files"
+
+
+# What the run itself would refuse once its folder exists (or, worse, at its very end): keys added
+# with `+` that the option does not take, values of the data, augmentation, report, scheduler and
+# launch, the objective. Started together: each is a few seconds of start-up.
+REFUSED_BEFORE_THE_FOLDER = {
+    "+trainer.epoch=3": (2, "error: trainer.epoch: not a key of trainer=default (did you mean trainer.epochs? its keys:"),
+    "+model.foo=3": (2, "error: model.foo: not a key of model=ppnet (its keys: attention_heads,"),
+    "+data.foo=3": (2, "error: data.foo: not a key of data=synthetic (its keys: cache_dir,"),
+    "+report.baseline_params.kk=3": (2, "error: report.baseline_params.kk: not a key of report.baseline_params "
+                                        "(did you mean report.baseline_params.k?"),
+    "objective=val_acc": (2, "error: objective=val_acc: not a number the run reports (did you mean val_accuracy?"),
+    "trainer=ddp": (2, "error: distributed training asked for (trainer=ddp) but WORLD_SIZE is not set"),
+    "data.max_traces=-1": (1, "error: data.max_traces=-1; expected None (all) or a whole number >= 1"),
+    "data.num_traces=0": (1, "error: data.num_traces=0: expected a whole number >= 1"),
+    "data.unknown=maybe": (1, "error: data.unknown='maybe'; expected one of 'auto', 'keep', 'drop'"),
+    "augment.flip_prob=2": (1, "error: augment.flip_prob=2.0; expected a probability in [0, 1]"),
+    "report.snr_bins=[10,0]": (1, "error: report.snr_bins=[10.0, 0.0]: bin edges must increase strictly"),
+    "lr=-1": (1, "error: lr=-1.0: expected a number > 0"),
+    "scheduler=step scheduler.step_size=0": (1, "error: scheduler.step_size=0: expected a whole number >= 1"),
+    "scheduler=reduce_on_plateau scheduler.factor=2": (1, "error: scheduler.factor=2.0: expected a number in (0, 1)"),
+    "paths.cache_dir=/proc/nope": (2, "error: data.cache_dir=/proc/nope (paths.cache_dir): /proc is not writable"),
+}
+
+
+def test_what_the_run_would_refuse_is_refused_before_its_folder(tmp_path):
+    logs = tmp_path / "logs"
+    cache = [f"paths.cache_dir={tmp_path / 'cache'}"]
+    procs = {args: start_cli([*args.split(), f"paths.log_dir={logs}", *(cache if "cache_dir" not in args else [])])
+             for args in REFUSED_BEFORE_THE_FOLDER}
+    for args, p in procs.items():
+        out, err = p.communicate(timeout=180)
+        code, expected = REFUSED_BEFORE_THE_FOLDER[args]
+        assert (p.returncode, err.strip().splitlines()[:1]) == (code, [err.strip()]), (args, out, err[-3000:])
+        assert err.startswith(expected), (args, err)
+    assert not logs.exists() and not (tmp_path / "cache").exists(), "a refused command left files"
 
 
 def test_a_run_that_fails_after_it_started_is_marked_failed(tmp_path):

@@ -53,6 +53,24 @@ def normalize_waveforms(x: torch.Tensor, mode: str | None) -> torch.Tensor:
     return x / scale.clamp_min(1e-12)
 
 
+def check_options(normalize: str | None = "peak", unknown: str = "keep", nan_policy: str = "error",
+                  max_traces: int | None = None, unknown_modes: Sequence[str] = ("keep", "drop"),
+                  prefix: str = "") -> None:
+    """``WaveformDataset``'s option values, each bad one a one-line ValueError naming it (``prefix``:
+    where the caller's user set it, e.g. ``data.``)."""
+    def choices(values: Sequence[Any]) -> str:
+        return ", ".join(repr(v) for v in values)
+
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"{prefix}normalize={normalize!r}; expected one of {choices(NORMALIZATIONS)}")
+    if unknown not in unknown_modes:
+        raise ValueError(f"{prefix}unknown={unknown!r}; expected one of {choices(unknown_modes)}")
+    if nan_policy not in ("error", "drop"):
+        raise ValueError(f"{prefix}nan_policy={nan_policy!r}; expected 'error' or 'drop'")
+    if max_traces is not None and (isinstance(max_traces, bool) or not isinstance(max_traces, int) or max_traces < 1):
+        raise ValueError(f"{prefix}max_traces={max_traces!r}; expected None (all) or a whole number >= 1")
+
+
 class WaveformDataset(Dataset):
     """Windows centred on the P pick, labelled 0 up / 1 down / 2 unknown.
 
@@ -82,12 +100,7 @@ class WaveformDataset(Dataset):
                  label_map: Mapping | str | None = None, unknown: str = "keep",
                  filters: Mapping[str, Sequence[float | None]] | None = None, nan_policy: str = "error",
                  max_traces: int | None = None, **reader_options: Any) -> None:
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize={normalize!r}; expected one of 'peak', 'std', 'cfm', 'none'")
-        if unknown not in ("keep", "drop"):
-            raise ValueError(f"unknown={unknown!r}; expected 'keep' or 'drop'")
-        if nan_policy not in ("error", "drop"):
-            raise ValueError(f"nan_policy={nan_policy!r}; expected 'error' or 'drop'")
+        check_options(normalize, unknown, nan_policy, max_traces)
         self.path = os.fspath(path)
         self.name = str(name).lower()
         if label_map is not None:

@@ -6,7 +6,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from .optim import DEFAULT_LR, OPTIMIZERS, SCHEDULERS, optimizer_problem, scheduler_problem
+from .optim import (DEFAULT_LR, OPTIMIZERS, SCHEDULERS, optimizer_problem, scheduler_problem,
+                    scheduler_value_problem)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FREEZE = ("none", "features")
@@ -206,6 +207,11 @@ class TrainingConfig:
         problem = scheduler_problem(self.lr_scheduler, self.lr_scheduler_params)
         if problem:
             fail("lr_scheduler_params", problem)
+        bad = scheduler_value_problem(self.lr_scheduler_params) if self.lr_scheduler is not None else None
+        if bad:
+            key, expected = bad
+            raise ValueError(f"TrainingConfig.lr_scheduler_params[{key!r}]={self.lr_scheduler_params[key]!r}: "
+                             f"expected {expected}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

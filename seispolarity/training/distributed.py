@@ -66,6 +66,14 @@ def agree_across_ranks(key: str, value: str, timeout_s: float = 300.0) -> str:
     return store.compare_set(f"{scope}/{key}", "", value).decode()
 
 
+def launch_problem(mode: bool | str) -> str | None:
+    """Why ``distributed=True`` cannot run in this process (not started by torchrun), or None."""
+    if mode is True and "WORLD_SIZE" not in os.environ:
+        return ("distributed training asked for (trainer=ddp) but WORLD_SIZE is not set: this process was not "
+                "started by torchrun; launch with: torchrun --nproc_per_node=N train.py trainer=ddp")
+    return None
+
+
 def init_distributed(mode: bool | str = "auto", device: str = "cpu") -> DistContext:
     """Join the process group torchrun describes in the environment, once.
 
@@ -77,9 +85,9 @@ def init_distributed(mode: bool | str = "auto", device: str = "cpu") -> DistCont
         return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     export_submitit_env()
     if not launched_by_torchrun():
-        if mode is True and "WORLD_SIZE" not in os.environ:
-            raise RuntimeError("distributed training asked for (trainer=ddp) but WORLD_SIZE is not set; "
-                               "launch with: torchrun --nproc_per_node=N train.py trainer=ddp")
+        problem = launch_problem(mode)
+        if problem:
+            raise RuntimeError(problem)
         return DistContext()  # WORLD_SIZE=1 (torchrun --nproc_per_node=1): one process, no DDP
     use_cuda = device.split(":")[0] in ("cuda", "auto") and torch.cuda.is_available()
     if use_cuda:  # bind this rank to its GPU before NCCL starts (else every rank uses cuda:0)

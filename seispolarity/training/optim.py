@@ -99,6 +99,24 @@ def optimizer_problem(name: str, params: Mapping[str, Any] | None) -> str | None
     return None
 
 
+def _whole(low: int):
+    return lambda v: not isinstance(v, bool) and isinstance(v, int) and v >= low, f"a whole number >= {low}"
+
+
+def _number(test, text: str):
+    return lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and test(v), text
+
+
+#: The schedules' numeric keywords: torch takes any value and fails (step_size=0: a division by zero)
+#: or quietly does the wrong thing (gamma=-1: a negative learning rate) epochs later.
+SCHEDULER_VALUES = {
+    "step_size": _whole(1), "T_max": _whole(1), "patience": _whole(0), "cooldown": _whole(0),
+    "gamma": _number(lambda v: v > 0, "a number > 0"), "factor": _number(lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "eta_min": _number(lambda v: v >= 0, "a number >= 0"), "min_lr": _number(lambda v: v >= 0, "a number >= 0"),
+    "threshold": _number(lambda v: v >= 0, "a number >= 0"),
+}
+
+
 def scheduler_problem(name: str | None, params: Mapping[str, Any] | None) -> str | None:
     """Why ``name`` with ``lr_scheduler_params`` is not a schedule of the registry, or None."""
     if name is None:
@@ -108,6 +126,15 @@ def scheduler_problem(name: str | None, params: Mapping[str, Any] | None) -> str
     extra = sorted(set(params or {}) - set(SCHEDULERS[name].defaults))
     if extra:
         return f"keywords of lr_scheduler={name!r} only: {sorted(SCHEDULERS[name].defaults)}, not {extra}"
+    return None
+
+
+def scheduler_value_problem(params: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """The first keyword of ``lr_scheduler_params`` with a value out of its range, and what it expects."""
+    for key, value in (params or {}).items():
+        valid, expected = SCHEDULER_VALUES.get(key, (lambda v: True, ""))
+        if not valid(value):
+            return key, expected
     return None
 
 
