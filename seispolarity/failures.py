@@ -130,7 +130,8 @@ def report_interrupt(save_dir: str | None) -> None:
     prints one line and exits 130. Returns (for the caller to re-raise) otherwise."""
     last = Path(save_dir) / "last.ckpt" if save_dir else None
     if last is not None and last.is_file():
-        line = f"interrupted (SIGINT) outside training; last checkpoint: {last}; resume with: {resume_command(str(last))}"
+        line = (f"interrupted (SIGINT) outside training; last checkpoint: {last}; "
+                f"resume with: {resume_command(str(last))}")
     else:  # the synthetic cache is written whole or not at all (synthetic.ensure_synthetic)
         line = "interrupted (SIGINT) before training started; nothing was trained: run the command again"
     mark_failed(line)

@@ -112,7 +112,7 @@ def check_keys(cfg: DictConfig) -> None:
             known = {f.name for f in dataclasses.fields(schema)} if schema is not None else None
         else:
             known = _keywords(node.get("_target_"))
-            if where == "trainer" and known is not None:  # set by the optimizer and scheduler groups, ckpt_path, init_from
+            if where == "trainer" and known is not None:  # set by other groups, ckpt_path and init_from
                 known -= set(NOT_TRAINER_KEYS)
         _refuse_unknown(cfg, where, set(node) - {"_target_"}, known)
     params = OmegaConf.select(cfg, "report.baseline_params", default=None)

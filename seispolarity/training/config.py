@@ -6,8 +6,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from .optim import (DEFAULT_LR, OPTIMIZERS, SCHEDULERS, optimizer_problem, scheduler_problem,
-                    scheduler_value_problem)
+from .optim import DEFAULT_LR, OPTIMIZERS, SCHEDULERS, optimizer_problem, scheduler_problem, scheduler_value_problem
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 FREEZE = ("none", "features")
