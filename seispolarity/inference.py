@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import numbers
 import os
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Mapping, Sequence
@@ -43,9 +45,10 @@ from .training.trainer import resolve_device
 log = logging.getLogger("seispolarity.inference")
 
 POLARITY_LETTERS = {0: "U", 1: "D", 2: "X"}
+DEVICE_NAMES = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)", re.IGNORECASE)
 
 
-@dataclass
+@dataclass(repr=False)  # the generated repr prints every array: thousands of lines for a real file
 class PredictionResult:
     """Per-trace predictions (arrays of length N, aligned).
 
@@ -76,6 +79,13 @@ class PredictionResult:
 
     def __len__(self) -> int:
         return int(len(self.predictions))
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k} {v}" for k, v in self.counts().items())
+        extras = [name for name in ("uncertainty", "labels") if getattr(self, name) is not None]
+        return (f"PredictionResult({len(self)} traces: {counts}; probabilities {np.shape(self.probabilities)}"
+                f"{''.join(', ' + name for name in extras)}; metadata {sorted(self.metadata) or 'none'}; "
+                f"threshold={self.threshold}, max_uncertainty={self.max_uncertainty})")
 
     @property
     def polarity(self) -> np.ndarray:
@@ -150,6 +160,13 @@ class Predictor:
     def __init__(self, checkpoint: str | os.PathLike | Mapping[str, Any], device: str = "auto",
                  batch_size: int = 256, threshold: float | None = None, max_uncertainty: float | None = None,
                  mc_samples: int | None = None) -> None:
+        # the arguments first: a typo fails at once, naming the argument, before any file is read
+        self.batch_size = _checked("batch_size", batch_size, _integer, lambda v: v >= 1, "an integer >= 1")
+        self.threshold = _optional("threshold", threshold, float, lambda v: 0.0 <= v <= 1.0,
+                                   "a number between 0 and 1")
+        self.max_uncertainty = _optional("max_uncertainty", max_uncertainty, float, lambda v: True, "a number")
+        self.mc_samples = _optional("mc_samples", mc_samples, _integer, lambda v: v >= 1, "an integer >= 1")
+        self.device = _device(device)
         if isinstance(checkpoint, Mapping):
             state, self.checkpoint_path = checkpoint, None
         else:
@@ -162,7 +179,6 @@ class Predictor:
         self.model: PolarityModel = model_from_description(described)
         self.model.load_state_dict(state["model_state_dict"])
         self.model.eval()
-        self.device = resolve_device(device)
         self.model.to(self.device)
         data = dict(state.get("data") or {})
         self.input_length = int(self.model.input_length)
@@ -171,14 +187,6 @@ class Predictor:
         self.sampling_rate = float(data.get("sampling_rate") or 100.0)
         self.num_classes = int(self.model.num_classes)
         self.label_map = dict(state["label_map"]) if state.get("label_map") else None
-        self.batch_size = int(batch_size)
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size={batch_size}; expected >= 1")
-        if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-            raise ValueError(f"threshold={threshold}; expected a probability in [0, 1]")
-        self.threshold = None if threshold is None else float(threshold)
-        self.max_uncertainty = None if max_uncertainty is None else float(max_uncertainty)
-        self.mc_samples = mc_samples
         self.has_uncertainty = type(self.model).predict_proba is not PolarityModel.predict_proba
         self.run_config = state.get("run_config")
 
@@ -227,17 +235,10 @@ class Predictor:
         if channels != self.model.in_channels:
             raise ValueError(f"the model takes {self.model.in_channels} channel(s), the waveforms have {channels}; "
                              f"pass the vertical component only")
-        if p_index is None:
-            p = np.full(n, length // 2, dtype=np.float64)
-        else:
-            p = np.asarray(p_index, dtype=np.float64).reshape(-1)
-            p = np.full(n, p[0]) if p.size == 1 else p
-            if len(p) != n:
-                raise ValueError(f"p_index has {len(p)} entries for {n} waveforms")
-        if sampling_rate is not None and abs(float(sampling_rate) - self.sampling_rate) > 1e-6:
-            x, p = _resample(x, p, float(sampling_rate), self.sampling_rate)
-        if not np.isfinite(p).all():
-            raise ValueError("p_index holds NaN or Inf")
+        p = _p_samples(p_index, n, length)
+        rate = _optional("sampling_rate", sampling_rate, float, lambda v: v > 0, "a number > 0 (Hz)")
+        if rate is not None and abs(rate - self.sampling_rate) > 1e-6:
+            x, p = _resample(x, p, rate, self.sampling_rate)
         p = np.round(p).astype(np.int64)
         parts = []
         progress = bar(n, "predicting", unit="trace", enabled=n > self.batch_size)
@@ -256,21 +257,23 @@ class Predictor:
         """Every trace of a file (flat, SCSN, synthetic) or folder (INSTANCE, PNW, TXED, DiTing, ...)
         in any layout ``WaveformDataset`` reads; ``dataset_options`` go to it (components, filters, ...).
         Labels are read with ``label_map`` (default: the checkpoint's, else the layout's)."""
+        return self.predict_dataset(self.open_file(path, name=name, label_map=label_map, **dataset_options))
+
+    def open_file(self, path: str | os.PathLike, name: str = "flat", label_map=None, **dataset_options: Any
+                  ) -> WaveformDataset:
+        """The WaveformDataset ``predict_file`` reads (windows, normalisation and labels as it says)."""
         kwargs = dict(window_length=self.window_length, max_shift=0, normalize=self.normalize, unknown="keep",
                       preload=False)
         kwargs.update(dataset_options)
-        candidates = [label_map] if label_map is not None else [self.label_map, None] if self.label_map else [None]
-        error: Exception | None = None
-        for candidate in candidates:
-            try:
-                dataset = WaveformDataset(path, name=name, label_map=candidate, **kwargs)
-                break
-            except LabelError as exc:  # the training set's map does not fit this file: its own map
-                error = exc
-                log.info("%s: the checkpoint's label map does not fit (%s); using the layout's", path, exc)
-        else:
-            raise error  # type: ignore[misc]
-        return self.predict_dataset(dataset)
+        if label_map is not None or not self.label_map:
+            return WaveformDataset(path, name=name, label_map=label_map, **kwargs)
+        try:
+            return WaveformDataset(path, name=name, label_map=self.label_map, **kwargs)
+        except LabelError as exc:  # the training set's map does not fit this file: its own map
+            # said only once this worked: if the layout's map fails too, its error alone is reported
+            dataset = WaveformDataset(path, name=name, label_map=None, **kwargs)
+            log.info("%s: the checkpoint's label map does not fit (%s); using the layout's", path, exc)
+            return dataset
 
     def predict_dataset(self, dataset: WaveformDataset, indices: Sequence[int] | np.ndarray | None = None
                         ) -> PredictionResult:
@@ -371,6 +374,60 @@ class Predictor:
                                 probability=top.astype(np.float32), raw_predictions=raw, uncertainty=unc,
                                 labels=labels, indices=indices, metadata=meta,
                                 threshold=self.threshold, max_uncertainty=self.max_uncertainty)
+
+
+def _integer(value: Any) -> int:
+    """``value`` as an int; a float, bool or text is refused (``int()`` would cut 2.5 to 2, "7" to 7)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(value)
+    return int(value)
+
+
+def _checked(key: str, value: Any, cast, ok, expected: str):
+    """``cast(value)`` if ``ok`` of it; otherwise one ValueError naming the argument and what it takes."""
+    try:
+        converted = cast(value)
+    except (TypeError, ValueError):
+        converted = None
+    if converted is None or isinstance(value, bool) or not ok(converted):
+        raise ValueError(f"{key}={value!r}: expected {expected}")
+    return converted
+
+
+def _optional(key: str, value: Any, cast, ok, expected: str):
+    return None if value is None else _checked(key, value, cast, ok, expected)
+
+
+def _device(name: Any) -> torch.device:
+    """``resolve_device`` of a name it knows; torch's own parser would list 20 device types."""
+    text = str(name)
+    if not DEVICE_NAMES.fullmatch(text):
+        raise ValueError(f"device={text!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return resolve_device(text)
+
+
+def _p_samples(p_index: Any, n: int, length: int) -> np.ndarray:
+    """P sample of each of ``n`` traces of ``length`` samples (float64): ``p_index`` (one for all or
+    one per trace), default the centre; a P outside the trace is refused, as the HDF5 readers do."""
+    if p_index is None:
+        return np.full(n, length // 2, dtype=np.float64)
+    try:
+        p = np.asarray(p_index, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"p_index={p_index!r}: expected a sample number, or one per trace") from None
+    p = np.full(n, p[0]) if p.size == 1 else p
+    if len(p) != n:
+        raise ValueError(f"p_index has {len(p)} entries for {n} waveforms")
+    bad = np.flatnonzero(~((p >= 0) & (p <= length - 1)))  # NaN and Inf too
+    if len(bad):
+        row = "" if np.ndim(p_index) == 0 else f" (row {bad[0]})"
+        raise ValueError(f"p_index={_plain_number(p[bad[0]])}{row} is outside the trace of {length} samples "
+                         f"(0..{length - 1})")
+    return p
+
+
+def _plain_number(value: float) -> Any:
+    return int(value) if np.isfinite(value) and float(value).is_integer() else float(value)
 
 
 def _windows(x: np.ndarray, p: np.ndarray, length: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import cli_env, explain, ramp_traces, write_scsn_file
 from seispolarity.data.dataset import WaveformDataset
 from seispolarity.data.synthetic import generate_synthetic
 from seispolarity.inference import PredictionResult, Predictor
@@ -205,3 +207,135 @@ def test_gpu_matches_cpu(trained):
     assert gpu.probabilities.dtype == np.float32
     np.testing.assert_allclose(gpu.probabilities, cpu.probabilities, atol=1e-4)
     assert (gpu.predictions == cpu.predictions).mean() >= 0.97
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input: one line naming the argument, file or value, before any work; each message once
+# ----------------------------------------------------------------------------------------------
+def _predict_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "seispolarity.predict", *map(str, args)], cwd=ROOT, env=cli_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def bad_input_files(tmp_path_factory):
+    """12 SCSN traces of 600 samples, the same with a label 7 at row 5, a .npy of 600-sample traces
+    and a folder."""
+    folder = tmp_path_factory.mktemp("bad_input")
+    write_scsn_file(folder / "scsn.hdf5", n=12)
+    labels = np.arange(12) % 3
+    labels[5] = 7
+    write_scsn_file(folder / "badlabels.hdf5", n=12, Y=labels)
+    np.save(folder / "x.npy", ramp_traces(12, 600))
+    (folder / "adir").mkdir()
+    return folder
+
+
+# case: (arguments besides ckpt= and out=, the error line's start, exit status); {d}: the files' folder,
+# {data}: the synthetic file (event ids, no station codes)
+BAD_INPUT = {
+    "threshold not a number": (["data={d}/scsn.hdf5", "name=scsn", "threshold=abc"],
+                               "error: threshold='abc': expected a number between 0 and 1", 1),
+    "batch_size below 1": (["data={d}/scsn.hdf5", "name=scsn", "batch_size=-3"],
+                           "error: batch_size=-3: expected an integer >= 1", 1),
+    "data option of the wrong type": (["data={d}/scsn.hdf5", "name=scsn", "data.max_traces=abc"],
+                                      "error: data.max_traces='abc': expected an integer", 1),
+    "data option the layout refuses": (["data={d}/scsn.hdf5", "name=scsn", "data.normalize=bogus"],
+                                       "error: data.normalize='bogus'", 1),
+    "unknown device type": (["data={d}/scsn.hdf5", "name=scsn", "device=tpu"],
+                            "error: device='tpu': expected auto, cpu, cuda, cuda:N or mps", 1),
+    "unknown data option": (["data={d}/scsn.hdf5", "name=scsn", "data.foo=1"],
+                            "error: unknown data option data.foo (name=scsn); accepted: data.component_order, ", 2),
+    "out is a folder": (["data={d}/scsn.hdf5", "name=scsn", "out={d}/adir"],
+                        "error: out={d}/adir: is a folder; expected the file to write, e.g. out={d}/adir/picks.csv", 1),
+    "missing .npy": (["data={d}/nope.npy"], "error: {d}/nope.npy: no such file or directory", 1),
+    "P after the trace": (["data={d}/x.npy", "p_index=700"],
+                          "error: p_index=700 is outside the trace of 600 samples (0..599)", 1),
+    "P before the trace": (["data={d}/x.npy", "p_index=-5"],
+                           "error: p_index=-5 is outside the trace of 600 samples (0..599)", 1),
+    "label in no map": (["data={d}/badlabels.hdf5", "name=scsn"],
+                        "error: {d}/badlabels.hdf5:Y: label '7' at row 5 is not in label_map", 1),
+    "skhash without station codes": (["data={data}", "name=synthetic", "skhash={d}/sk.csv"],
+                                     "error: skhash={d}/sk.csv: {data} has no per-trace station codes; an SKHASH "
+                                     "file needs both (e.g. the evids and sncls datasets of an SCSN or flat file", 1),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_cli_bad_input_is_one_line_before_any_work(case, trained, bad_input_files, tmp_path):
+    data, ckpt, _ = trained
+    arguments, start, code = BAD_INPUT[case]
+    files = dict(d=bad_input_files, data=data)
+    out = tmp_path / "picks.csv"
+    p = _predict_cli(f"ckpt={ckpt}", f"out={out}", *(a.format(**files) for a in arguments))
+    start = start.format(**files)
+    assert p.returncode == code, explain(p)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(start), (start, p.stderr)
+    assert "Traceback" not in p.stderr and str(ckpt) not in lines[0]
+    # refused before any prediction: no CSV, no "wrote ..." line
+    assert not out.exists() and "wrote" not in p.stdout, explain(p)
+    if case == "unknown data option":
+        assert "data.max_traces" in lines[0] and "data.label_map" in lines[0]
+
+
+def test_cli_makes_missing_output_folders(trained, bad_input_files, tmp_path):
+    """out= and skhash= in folders that do not exist yet: both are made."""
+    _, ckpt, _ = trained
+    out, skhash = tmp_path / "new" / "picks.csv", tmp_path / "other" / "polarities.csv"
+    p = _predict_cli(f"ckpt={ckpt}", f"data={bad_input_files / 'scsn.hdf5'}", "name=scsn", f"out={out}",
+                     f"skhash={skhash}")
+    assert p.returncode == 0, explain(p)
+    assert out.is_file() and skhash.read_text().startswith("event_id,")
+
+
+def test_predictor_names_the_bad_argument(trained):
+    _, ckpt, _ = trained
+    cases = {"threshold": ("abc", "threshold='abc': expected a number between 0 and 1"),
+             "batch_size": (2.5, "batch_size=2.5: expected an integer >= 1"),
+             "mc_samples": (0, "mc_samples=0: expected an integer >= 1"),
+             "device": ("tpu", "device='tpu': expected auto, cpu, cuda, cuda:N or mps")}
+    for key, (value, message) in cases.items():
+        with pytest.raises(ValueError) as info:
+            Predictor(ckpt, **{"device": "cpu", key: value})
+        assert str(info.value) == message
+
+
+def test_arrays_refuse_a_p_pick_outside_the_trace(trained):
+    _, ckpt, _ = trained
+    predictor = Predictor(ckpt, device="cpu")
+    x = ramp_traces(6, 600)
+    for p_index, message in ((700, "p_index=700 is outside"), (-5, "p_index=-5 is outside"),
+                             ([300, 300, 300, 600, 300, 300], r"p_index=600 \(row 3\) is outside"),
+                             (np.nan, "p_index=nan is outside")):
+        with pytest.raises(ValueError, match=message + r".* trace of 600 samples \(0\.\.599\)"):
+            predictor.predict(x, p_index=p_index)
+    assert len(predictor.predict(x, p_index=599)) == 6  # the last sample is inside
+
+
+def test_label_map_fallback_is_said_once(trained, bad_input_files, tmp_path, caplog):
+    from seispolarity.data.labels import LabelError
+    from seispolarity.data.layouts import write_seisbench
+
+    _, ckpt, _ = trained
+    predictor = Predictor(ckpt, device="cpu")
+    caplog.set_level(logging.INFO, logger="seispolarity.inference")
+    # a label that fits neither the checkpoint's map nor the layout's: the error alone
+    with pytest.raises(LabelError, match="label '7' at row 5"):
+        predictor.predict_file(bad_input_files / "badlabels.hdf5", name="scsn")
+    assert not [r for r in caplog.records if "label map" in r.getMessage()]
+    # words the checkpoint's map (0/1/2) does not know, the layout's does: one info line
+    rows = [{"source_id": f"ev{i}", "station_code": f"S{i}", "trace_P_arrival_sample": 500,
+             "trace_polarity": ["positive", "negative"][i % 2]} for i in range(4)]
+    write_seisbench(tmp_path / "instance", np.ones((4, 3, 1000), np.float32), rows)
+    assert len(predictor.predict_file(tmp_path / "instance", name="instance")) == 4
+    said = [r.getMessage() for r in caplog.records if "label map" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("using the layout's"), said
+
+
+def test_prediction_result_repr_is_short(trained):
+    data, ckpt, _ = trained
+    result = Predictor(ckpt, device="cpu").predict(str(data), name="synthetic")
+    text = repr(result)
+    assert len(text) < 400 and text.startswith("PredictionResult(96 traces: up "), text
+    assert "probabilities (96, 3)" in text and "event_id" in text
