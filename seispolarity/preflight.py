@@ -211,6 +211,8 @@ def check_checkpoints(cfg: DictConfig) -> None:
                          f"fine-tune them with init_from={ckpt}, or evaluate them with train=false")
     if train and init and not ckpt:
         load_checkpoint(checkpoint_arg(init))  # missing, damaged or unknown: one line, before the run folder
+    if not train and ckpt:  # the checkpoint an evaluation scores: the same
+        load_checkpoint(checkpoint_arg(ckpt))
 
 
 def _without_run_folder(cfg: DictConfig) -> DictConfig:

@@ -505,6 +505,7 @@ def plots_available() -> bool:
     """matplotlib importable and not switched off with ``SEISPOLARITY_NO_PLOTS=1``."""
     if os.environ.get(NO_PLOTS_ENV, "").strip().lower() not in ("", "0", "false", "no"):
         return False
+    _quiet_matplotlib()
     try:
         import matplotlib  # noqa: F401
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
@@ -514,7 +515,17 @@ def plots_available() -> bool:
     return True
 
 
+def _quiet_matplotlib() -> None:
+    """Keep matplotlib's INFO chatter ("generated new fontManager" on a machine's first run) out of
+    the run's train.log, which takes every INFO record through the root logger; its warnings still
+    come through, and a level the user set on the "matplotlib" logger is kept."""
+    logger = logging.getLogger("matplotlib")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+
+
 def _figure(width: float, height: float, ncols: int = 1):
+    _quiet_matplotlib()  # (the plot_* functions are public: they may be the first to import it)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -15,7 +15,9 @@ a resume command needs no overrides at all. What the command line changes is com
   is logged, with the batch size that keeps the global batch);
 - any other key the command line sets to a value the run did not have (``model=ross``, ``lr=...``,
   ``optimizer=adam`` for an SGD run, ``data.num_traces=...``) is refused in one line that lists
-  them (exit 2): that would be another run (leave out ``ckpt_path`` to start one).
+  them (exit 2): that would be another run (leave out ``ckpt_path`` to start one);
+- ``trainer.epochs`` below the epochs the run has trained is refused too: it would train nothing,
+  yet config.yaml would say the lower number and report.md "epochs trained: 2 of 1".
 
 So config.yaml, the checkpoints, metrics.json and report.md of a run folder always describe one run.
 """
@@ -192,6 +194,7 @@ def resumed_config(cfg: DictConfig, state: Mapping[str, Any], config_name: str |
     ckpt = ckpt or str(cfg.get("ckpt_path"))
     if not isinstance(saved, Mapping) or not saved:
         log.warning("%s holds no run config (written by the Python API?): resuming with this command's config", ckpt)
+        _check_epochs(ckpt, state, OmegaConf.select(cfg, "trainer.epochs", default=None))
         return cfg, []
     current = _plain(cfg, resolve=True)
     saved_leaves, current_leaves = flatten(dict(saved)), flatten(current)
@@ -233,9 +236,20 @@ def resumed_config(cfg: DictConfig, state: Mapping[str, Any], config_name: str |
             final["data"][key] = identity[key]
     if refused:
         raise UsageError(_refusal(ckpt, refused))
+    _check_epochs(ckpt, state, (final.get("trainer") or {}).get("epochs"))
     resumed = OmegaConf.create(final)
     OmegaConf.set_struct(resumed, True)
     return resumed, notes
+
+
+def _check_epochs(ckpt: str, state: Mapping[str, Any], epochs: Any) -> None:
+    """Refuse ``trainer.epochs`` below the epochs the run has trained: nothing would be trained, yet
+    the run's config.yaml would say the lower number and report.md "epochs trained: 2 of 1"."""
+    trained = int(state.get("epoch") or 0)
+    if isinstance(epochs, int) and epochs < trained:
+        raise UsageError(f"trainer.epochs={epochs} is below the {trained} epochs this run has already trained "
+                         f"({ckpt}); leave trainer.epochs out, or give {trained} or more, to resume it (train=false "
+                         f"ckpt_path=... evaluates it)")
 
 
 def _processes(config: Mapping[str, Any]) -> int:

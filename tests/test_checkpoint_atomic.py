@@ -153,6 +153,11 @@ def _corrupt_cases(tmp_path: Path) -> dict[str, Path]:
     with zipfile.ZipFile(cases["a zip that is not torch"], "w") as z:
         z.writestr("hello.txt", "hi")
     cases["an HDF5 file"] = write_flat(tmp_path / "data.ckpt", n=4)
+    cases["a text file"] = tmp_path / "notes.ckpt"
+    cases["a text file"].write_text("epochs: 10  # a config, not weights: é\n")
+    cases["a NumPy file"] = tmp_path / "array.ckpt"
+    with open(cases["a NumPy file"], "wb") as fh:
+        np.save(fh, np.zeros(3))
     cases["a folder"] = tmp_path / "folder.ckpt"
     cases["a folder"].mkdir()
     cases["missing"] = tmp_path / "missing.ckpt"
@@ -172,6 +177,54 @@ def test_corrupt_and_foreign_checkpoints_fail_clearly(tmp_path):
     assert "Unsupported global" in str(pytest.raises(CheckpointError, load_checkpoint,
                                                      cases["torch file with a foreign class"]).value)
     assert load_checkpoint(tmp_path / "good.ckpt")["epoch"] == 1
+
+
+#: What the message says a file that is not a checkpoint is (its first bytes tell; torch.load's own
+#: message was e.g. "Unsupported operand 72" for an HDF5 file, "101" for a text file).
+LOOKS_LIKE = {
+    "truncated to empty": "(a torch .ckpt/.pt file was expected; this looks like an empty file)",
+    "random bytes": "(a torch .ckpt/.pt file was expected; this looks like unknown binary data (first bytes ",
+    "legacy pickle running a shell command": "this looks like a plain Python pickle, which is not loaded",
+    "torch file with a function": "(it holds code or classes, which are not loaded: Trying to load unsupported "
+                                  "GLOBAL posix.system",
+    "a zip that is not torch": "(a torch .ckpt/.pt file was expected; this looks like a zip archive torch.save did "
+                               "not write)",
+    "an HDF5 file": "(a torch .ckpt/.pt file was expected; this looks like an HDF5 file)",
+    "a text file": "(a torch .ckpt/.pt file was expected; this looks like a text file)",
+    "a NumPy file": "(a torch .ckpt/.pt file was expected; this looks like a NumPy .npy file)",
+    "a folder": "a folder, not a checkpoint file, and it holds no checkpoints/last.ckpt or best.ckpt",
+}
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path):
+    cases = _corrupt_cases(tmp_path)
+    for what, says in LOOKS_LIKE.items():
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(cases[what])
+        assert says in str(info.value), (what, str(info.value))
+
+
+def test_a_run_folder_given_as_a_checkpoint_names_its_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    last, best = _good(run / "checkpoints" / "last.ckpt"), _good(run / "checkpoints" / "best.ckpt")
+    expected = (f"{run}: a folder, not a checkpoint file; give the file: {last} (to resume the run) or {best} "
+                f"(to evaluate or fine-tune it)")
+    assert str(pytest.raises(CheckpointError, load_checkpoint, run).value) == expected
+    assert str(pytest.raises(CheckpointError, load_checkpoint, run / "checkpoints").value) == (
+        expected.replace(f"{run}:", f"{run / 'checkpoints'}:", 1))
+    # through train.py: a resume, an evaluation and a fine-tuning run given a folder or a text file
+    data, notes = write_flat(tmp_path / "train.hdf5", n=32), tmp_path / "notes.txt"
+    notes.write_text("not weights\n")
+    text = f"error: {notes}: not a readable SeisPolarity checkpoint (a torch .ckpt/.pt file was expected; this " \
+           f"looks like a text file)"
+    for extra, line in (([f"ckpt_path={run}"], f"error: {expected}"),
+                        (["train=false", f"ckpt_path={run}"], f"error: {expected}"),
+                        ([f"init_from={notes}"], text)):
+        p = run_cli(cli_overrides(data, tmp_path / "out", **{"trainer.epochs": 1}) + extra)
+        assert p.returncode == 1 and last_line(p.stderr) == line, (extra, p.stderr[-2000:])
+        assert "Traceback" not in p.stderr
 
 
 def test_save_refuses_objects_that_would_not_load(tmp_path):

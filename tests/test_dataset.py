@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 
 import h5py
 import numpy as np
@@ -258,3 +259,22 @@ def test_nan_policy_drop_drops_with_a_count(tmp_path, caplog, preload):
     assert int(ds[2][1]) == 0  # label of row 3
     with pytest.raises(ValueError, match="nan_policy"):
         WaveformDataset(path, name="SCSN", nan_policy="ignore")
+
+
+def test_a_file_whose_every_row_is_skipped_says_so(tmp_path):
+    """SCSN's P is at sample 300: traces of 100 samples are all bad rows."""
+    path = write_scsn_file(tmp_path / "short.hdf5", n=12, X=np.ones((12, 100), dtype=np.float32))
+    with pytest.raises(DataFormatError, match=r"short.hdf5: no traces to read \(bad rows skipped: "
+                                              r"\{'p_pick_outside_trace': 12\}\)"):
+        WaveformDataset(path, name="scsn", on_bad_row="skip")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"max_traces": 0}, "max_traces=0; expected None (all) or a whole number >= 1"),
+    ({"max_traces": -1}, "max_traces=-1; expected None (all) or a whole number >= 1"),
+    ({"unknown": "auto"}, "unknown='auto'; expected one of 'keep', 'drop'"),
+    ({"nan_policy": "zero"}, "nan_policy='zero'; expected 'error' or 'drop'"),
+])
+def test_option_values_are_checked_before_the_file_is_read(options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        WaveformDataset("/no/such/file.hdf5", name="scsn", **options)

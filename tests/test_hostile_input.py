@@ -127,7 +127,7 @@ CASES: dict[str, tuple[Callable[[Path], Path], type, str]] = {
     "more labels than traces": (good(Y=np.arange(N + 5) % 3), DataFormatError, r"'Y' has shape \(45,\); expected \(40,\)"),
     "labels 2-D": (good(Y=np.zeros((N, 2), np.int64)), DataFormatError, r"'Y' has shape \(40, 2\); expected \(40,\)"),
     "P pick before the trace": (good(p_pick=np.where(np.arange(N) == 6, -5, 240)), DataFormatError,
-                                r"P pick -5.0 at row 6 is outside the trace \(0..479\); fix it or set on_bad_row=skip"),
+                                r"P pick -5.0 at row 6 is outside the trace \(0..479\); fix it or set data.on_bad_row=skip"),
     "P pick after the trace": (good(p_pick=np.where(np.arange(N) == 9, 480, 240)), DataFormatError,
                                r"P pick 480.0 at row 9 is outside the trace"),
     "P pick NaN": (good(p_pick=np.where(np.arange(N) == 3, np.nan, 240.0)), DataFormatError,

@@ -791,3 +791,37 @@ def test_an_imported_checkpoint_is_evaluated_and_fine_tuned_by_the_runner(tmp_pa
     before = load_checkpoint(ckpt)["model_state_dict"]
     assert tuned["epoch"] == 1 and tuned["data"]["normalize"] == "cfm"
     assert all(torch.equal(v, tuned["model_state_dict"][k]) for k, v in before.items() if k.startswith("features."))
+
+
+def test_seispolarity_014_usage_lists_every_mapped_model(tmp_path, capsys):
+    """The usage line, --help and the README list the importer's own MODELS, not a copy of them."""
+    from seispolarity.pretrained.seispolarity014 import MODELS
+
+    with pytest.raises(SystemExit) as info:
+        pretrained_main(["import", "seispolarity-0.1.4", str(tmp_path / "M.pth"), str(tmp_path / "o.ckpt")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: import seispolarity-0.1.4 takes one .pth, the output and --model {'|'.join(MODELS)}"]
+    with pytest.raises(SystemExit):
+        pretrained_main(["import", "--help"])
+    assert ", ".join(MODELS) in " ".join(capsys.readouterr().out.split())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"(--model {'|'.join(MODELS)})" in readme
+
+
+@pytest.mark.parametrize("kind", ["text", "HDF5"])
+def test_seispolarity_014_a_file_that_is_not_a_pth_says_what_it_is(tmp_path, capsys, kind):
+    src = tmp_path / "model.pth"
+    if kind == "text":
+        src.write_text("PPNet weights: see the release page\n")
+        looks = "a text file"
+    else:
+        with h5py.File(src, "w") as f:
+            f.create_dataset("X", data=np.zeros((2, 8), np.float32))
+        looks = "an HDF5 file; the CFM authors' Keras .hdf5 files import with: import cfm-keras"
+    argv = ["import", "seispolarity-0.1.4", str(src), str(tmp_path / "o.ckpt"), "--model", "ppnet"]
+    assert pretrained_main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {src}: not a loadable .pth state dict (a torch .pth file saved by SeisPolarity 0.1.4 was expected; "
+        f"this looks like {looks})"]
+    assert not (tmp_path / "o.ckpt").exists()

@@ -167,7 +167,7 @@ def test_nan_and_inf_traces_rejected_or_dropped_at_load(tmp_path, preload, caplo
     path = _with_bad_samples(tmp_path)
     if preload:
         with pytest.raises(DataFormatError, match=re.escape(f"{path}: 2 traces hold NaN or Inf (first at row 17); "
-                                                            f"clean the file or set nan_policy=drop")):
+                                                            f"clean the file or set data.nan_policy=drop")):
             WaveformDataset(path, name="flat", preload=True, window_length=400)
     else:  # streaming reads lazily: the first batch holding the trace is refused, naming it
         ds = WaveformDataset(path, name="flat", preload=False, window_length=400)

@@ -160,8 +160,38 @@ def _train_py(args, env=None) -> subprocess.CompletedProcess:
 def fast_run(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("reports")
     run = root / "run"
-    _train_py(TINY + [f"hydra.run.dir={run}", f"paths.log_dir={root / 'logs'}", f"paths.cache_dir={root / 'cache'}"])
+    (root / "mplconfig").mkdir()  # a first run on this machine, as far as matplotlib knows: no font cache
+    _train_py(TINY + [f"hydra.run.dir={run}", f"paths.log_dir={root / 'logs'}", f"paths.cache_dir={root / 'cache'}"],
+              env=_env(MPLCONFIGDIR=str(root / "mplconfig")))
     return root, run
+
+
+def test_matplotlib_info_stays_out_of_the_run_log(fast_run):
+    """matplotlib's "generated new fontManager" (INFO, on a machine's first run) is not the run's news."""
+    root, run = fast_run
+    if not plots_available():
+        pytest.skip("matplotlib (the plots extra) is not installed")
+    assert list((root / "mplconfig").glob("fontlist*.json")), "matplotlib built no font cache: nothing was tested"
+    log = (run / "train.log").read_text()
+    assert "matplotlib" not in log, [line for line in log.splitlines() if "matplotlib" in line]
+
+
+def _seconds(text: str) -> float:
+    """``12.3 s``, ``4 min 5 s`` or ``1 h 2 min`` (evaluation._duration) in seconds."""
+    m = re.fullmatch(r"(?:(\d+) h )?(?:(\d+) min)? ?(?:([\d.]+) s)?", text.strip())
+    h, mins, secs = (float(g) if g else 0.0 for g in m.groups())
+    return 3600 * h + 60 * mins + secs
+
+
+def test_report_wall_time_says_where_it_ends(fast_run):
+    """report.md's wall time is taken before the report is written, metrics.json's wall_time_s at the
+    end of the run (17.3 vs 20.2 s): the report says so, and its number is the smaller."""
+    _, run = fast_run
+    text = (run / "report.md").read_text()
+    m = re.search(r"^- wall time: (.+) up to this report \(metrics\.json's wall_time_s counts the whole run\)$",
+                  text, flags=re.M)
+    assert m, text.split("## Summary")[0]
+    assert _seconds(m.group(1)) <= json.loads((run / "metrics.json").read_text())["summary"]["wall_time_s"] + 0.5
 
 
 def test_train_py_debug_fast_writes_report(fast_run):
@@ -232,3 +262,12 @@ def test_eval_only_run_without_matplotlib(fast_run, tmp_path):
     assert test["figures"] == [] and not list(out.glob("*.png"))
     text = (out / "report.md").read_text()
     assert "No figures: matplotlib is not installed" in text and "## Accuracy by SNR (dB)" in text
+
+
+def test_readme_outputs_tree_names_every_file_a_run_writes(fast_run):
+    """README's "Where outputs land" lists what a run folder holds (the PNGs as "PNG figures")."""
+    _, run = fast_run
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Where outputs land", 1)[1].split("\n## ", 1)[0]
+    written = sorted(p.name for p in run.iterdir() if p.suffix != ".png")
+    assert [name for name in written if name not in section] == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 
 import pytest
@@ -193,3 +194,49 @@ def test_cli_resume_continues_in_the_same_run_folder(tmp_path_factory, tmp_path)
     assert "run already finished at epoch 4; nothing to train" in p.stdout
     assert (last.read_bytes(), last.stat().st_mtime_ns) == before
     assert strip_timing(load_metrics(run_dir)["history"]) == strip_timing(mb["history"])
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+    """A finished 2-epoch CLI run on a small file; the tests that resume it leave it as it was."""
+    root = tmp_path_factory.mktemp("two-epochs")
+    data, run_dir = write_flat(root / "train.hdf5", n=96), root / "run"
+    p = run_cli(cli_overrides(data, run_dir, **{"trainer.epochs": 2}))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return data, run_dir
+
+
+def _resume(data, run_dir, **more) -> list[str]:
+    """The resume command of ``run_dir`` (no run folder given: train.py resumes into it)."""
+    args = [a for a in cli_overrides(data, run_dir, **more) if not a.startswith("hydra.run.dir=")]
+    return args + [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"]
+
+
+def _files(folder) -> dict:
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_cli_resume_below_the_epochs_trained_is_refused_untouched(two_epoch_run):
+    """trainer.epochs=1 for a run that trained 2 would train nothing, yet rewrote config.yaml to
+    epochs 1 and report.md to "epochs trained: 2 of 1": refused in one line, nothing written."""
+    data, run_dir = two_epoch_run
+    before = _files(run_dir)
+    p = run_cli(_resume(data, run_dir, **{"trainer.epochs": 1}))
+    assert p.returncode == 2, p.stderr[-3000:]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert p.stderr.strip().splitlines() == [
+        f"error: trainer.epochs=1 is below the 2 epochs this run has already trained ({last}); leave "
+        f"trainer.epochs out, or give 2 or more, to resume it (train=false ckpt_path=... evaluates it)"]
+    assert _files(run_dir) == before, "a refused resume wrote into the run folder"
+
+
+def test_cli_extension_logs_the_epochs_it_trains(two_epoch_run, tmp_path):
+    """Extending a 2-epoch run to 3 trains one epoch: the log says which, not "for 3 epochs"."""
+    data, original = two_epoch_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(original, run_dir)
+    p = run_cli(_resume(data, run_dir, **{"trainer.epochs": 3}))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "extending a finished run from epoch 2 to 3" in p.stdout
+    assert " for epoch 3 of 3 on cpu" in p.stdout and " for 3 epochs" not in p.stdout, p.stdout[-3000:]
+    assert load_metrics(run_dir)["summary"]["epochs"] == 3

@@ -107,6 +107,10 @@ class WaveformDataset(Dataset):
             reader_options["label_map"] = label_map
         self.reader: Reader = make_reader(self.name, self.path, **reader_options)
         table = self.reader.table
+        if len(table.labels) == 0:  # e.g. every row bad and on_bad_row=skip
+            skipped = dict(getattr(self.reader, "skipped", {}))
+            why = f" (bad rows skipped: {skipped})" if skipped else ""
+            raise DataFormatError(f"{self.path}: no traces to read{why}")
         self.window_length = int(window_length or DEFAULT_WINDOW.get(self.name, 400))
         self.max_shift = int(max_shift)
         if self.window_length <= 0 or self.max_shift < 0:
@@ -201,7 +205,7 @@ class WaveformDataset(Dataset):
             if self.nan_policy == "error":
                 raise DataFormatError(
                     f"{self.path}: {len(bad)} traces hold NaN or Inf (first at row {int(self.rows[bad[0]])}); "
-                    f"clean the file or set nan_policy=drop")
+                    f"clean the file or set data.nan_policy=drop (nan_policy='drop' in Python)")
             keep = np.flatnonzero(finite.numpy())
             self._count("nan_or_inf", len(bad))
             store = store[torch.from_numpy(keep)].contiguous()
@@ -254,7 +258,7 @@ class WaveformDataset(Dataset):
         if self.nan_policy == "error" and not np.isfinite(raw).all():
             bad = int(idx[~torch.isfinite(x).all(dim=2).all(dim=1)][0])
             raise DataFormatError(f"{self.path}: trace at row {int(self.rows[bad])} holds NaN or Inf; "
-                                  f"set nan_policy=drop to skip such traces")
+                                  f"set data.nan_policy=drop (nan_policy='drop' in Python) to skip such traces")
         return x if start is None else crop_windows(x, length, start)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

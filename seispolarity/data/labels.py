@@ -91,7 +91,7 @@ def apply_label_map(raw: Any, label_map: Mapping[str, int], source: str = "", de
             where = f"{source}: " if source else ""
             raise LabelError(
                 f"{where}label {key!r} at row {row} is not in label_map {dict(label_map)}; "
-                f"add it to label_map (0 up, 1 down, 2 unknown)")
+                f"add it to data.label_map (label_map= in Python; 0 up, 1 down, 2 unknown)")
     return codes[inverse.reshape(-1)].astype(np.int64)
 
 

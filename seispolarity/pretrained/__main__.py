@@ -5,7 +5,7 @@
         --command "python train.py experiment=pretrain_ppnet" [--real-metrics '{"toc2me": 0.91}'] [--out-dir DIR]
     python -m seispolarity.pretrained verify [NAME ...]
     python -m seispolarity.pretrained import cfm-keras CFM.hdf5 [MORE.hdf5 ...] out.ckpt
-    python -m seispolarity.pretrained import seispolarity-0.1.4 model.pth out.ckpt --model ppnet|ross|cfm|eqpolarity
+    python -m seispolarity.pretrained import seispolarity-0.1.4 model.pth out.ckpt --model NAME (seispolarity014.MODELS)
 
 Exit status: 0, 1 for bad input (one ``error:`` line naming the file), 2 for a command line that
 cannot run.
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="convert published weights into a SeisPolarity checkpoint")
     imp.add_argument("format", choices=("cfm-keras", "seispolarity-0.1.4"))
     imp.add_argument("files", nargs="+", help="input file(s), then the output checkpoint")
-    imp.add_argument("--model", default=None, help="seispolarity-0.1.4: ppnet, ross, cfm or eqpolarity")
+    imp.add_argument("--model", default=None, help=f"seispolarity-0.1.4: one of {', '.join(_models_014())}")
     return parser
 
 
@@ -158,12 +158,19 @@ def _import(args) -> int:
 
         if len(inputs) != 1 or not args.model:
             raise SystemExit(_usage("import seispolarity-0.1.4 takes one .pth, the output and "
-                                    "--model ppnet|ross|cfm|eqpolarity"))
+                                    f"--model {'|'.join(_models_014())}"))
         state = import_seispolarity014(inputs[0], out, args.model)
     model = state["model"]
     print(f"wrote {out}: {model['name']} ({model['parameters']:,} parameters, {model['input_length']} samples, "
           f"normalize={state['data']['normalize']}); predict with python -m seispolarity.predict ckpt={out} data=...")
     return 0
+
+
+def _models_014() -> tuple[str, ...]:
+    """The models the 0.1.4 importer maps (its MODELS: the one list, so usage and help follow it)."""
+    from .seispolarity014 import MODELS
+
+    return MODELS
 
 
 def _usage(message: str) -> int:

@@ -66,6 +66,9 @@ MODELS = ("ppnet", "ross", "cfm", "eqpolarity", "polarcap", "rpnet", "diting_mot
 #: models of 0.1.4 that cannot be mapped, with the reason (none at present)
 NOT_MAPPED: dict[str, str] = {}
 
+#: what ``import seispolarity-0.1.4`` reads
+EXPECTED = "a torch .pth file saved by SeisPolarity 0.1.4 was expected"
+
 #: 0.1.4's class names for them
 ALIASES = {"app": "ppnet", "scsn": "ross", "eqpolaritycct": "eqpolarity", "diting": "diting_motion",
            "ditingmotion": "diting_motion"}
@@ -248,14 +251,19 @@ BUILDERS = {"ppnet": _ppnet, "ross": _ross, "cfm": _cfm, "eqpolarity": _eqpolari
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The state dict of a 0.1.4 ``.pth`` (plain, or under ``state_dict`` / ``model_state_dict``),
     loaded with ``weights_only=True``, without a ``module.`` prefix."""
+    from ..training.checkpoint import file_kind, load_failure
+
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file")
+        raise ValueError(f"{path}: " + ("a folder, not a .pth file" if os.path.isdir(path) else "no such file"))
+    kind = file_kind(path)  # a text or HDF5 file: say so, not torch's "Unsupported operand 72"
+    if kind is not None:
+        keras = "; the CFM authors' Keras .hdf5 files import with: import cfm-keras" if "HDF5" in kind else ""
+        raise ValueError(f"{path}: not a loadable .pth state dict ({EXPECTED}; this looks like {kind}{keras})")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any failure: not a loadable state dict
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"{path}: not a loadable .pth state dict ({first[:200]})") from None
+        raise ValueError(f"{path}: not a loadable .pth state dict ({load_failure(path, exc, EXPECTED)})") from None
     if isinstance(loaded, dict):
         for key in ("state_dict", "model_state_dict"):
             if isinstance(loaded.get(key), dict):

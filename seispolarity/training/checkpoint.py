@@ -6,6 +6,7 @@ fsynced, then renamed over the target, so a crash or SIGKILL never leaves a trun
 """
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import random
@@ -106,16 +107,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Load a checkpoint (a path or ``pretrained:<name>``) with ``weights_only=True``, after checking
     its zip container; a missing, damaged or foreign file is a CheckpointError naming it."""
     path = checkpoint_file(path)
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path}: {_folder_hint(path)}")
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
+    kind = file_kind(path)
+    if kind is not None:  # torch.load would end in e.g. "Unsupported operand 72" for an HDF5 file
+        raise CheckpointError(f"{path}: not a readable SeisPolarity checkpoint ({EXPECTED}; this looks like {kind})")
     damage = _zip_damage(path)
     if damage:
         raise CheckpointError(f"{path}: damaged checkpoint ({damage}): cut short or altered after it was written")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # any failure here means "not a usable checkpoint"
-        raise CheckpointError(f"{path}: not a readable SeisPolarity checkpoint (truncated, corrupt or "
-                              f"holding code objects): {_load_failure(exc)}") from None
+        raise CheckpointError(f"{path}: not a readable SeisPolarity checkpoint ({load_failure(path, exc)})") from None
     if not isinstance(state, dict) or "model_state_dict" not in state:
         what = f"a {type(state).__name__}" if not isinstance(state, dict) else \
             f"a dict without 'model_state_dict' (keys: {sorted(map(str, state))[:8]})"
@@ -123,13 +128,85 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
+def _folder_hint(path: str) -> str:
+    """What to give instead of a folder: the run's checkpoints that are there (a run folder, or its
+    ``checkpoints/``), last.ckpt to resume, best.ckpt to evaluate or fine-tune."""
+    found = [f for sub in ("checkpoints", "") for f in (os.path.join(path, sub, n) for n in ("last.ckpt", "best.ckpt"))
+             if os.path.isfile(f)]
+    if not found:
+        return "a folder, not a checkpoint file, and it holds no checkpoints/last.ckpt or best.ckpt"
+    uses = {"last.ckpt": " (to resume the run)", "best.ckpt": " (to evaluate or fine-tune it)"}
+    return "a folder, not a checkpoint file; give the file: " + " or ".join(
+        os.path.normpath(f) + uses[os.path.basename(f)] for f in found[:2])
+
+
+#: What a checkpoint file should be, for the messages about one that is not.
+EXPECTED = "a torch .ckpt/.pt file was expected"
+#: torch.save writes a zip archive (older versions: a pickle, protocol byte 0x80 first)
+ZIP_MAGIC, PICKLE_MAGIC = b"PK\x03\x04", b"\x80"
+#: First bytes of files mistaken for checkpoints, and what they are.
+SIGNATURES = ((b"\x89HDF\r\n\x1a\n", "an HDF5 file"), (b"\x93NUMPY", "a NumPy .npy file"),
+              (b"\x1f\x8b", "a gzip file"))
+
+
+def file_kind(path: str | os.PathLike) -> str | None:
+    """What ``path`` looks like when its first bytes are not those of a torch file ("an HDF5 file",
+    "a text file", ...); None when they are (a zip archive or a pickle: torch.load decides)."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if head.startswith((ZIP_MAGIC, PICKLE_MAGIC)):
+        return None
+    if not head:
+        return "an empty file"
+    for magic, kind in SIGNATURES:
+        if head.startswith(magic):
+            return kind
+    if _is_text(head):
+        return "a text file"
+    return f"unknown binary data (first bytes {head[:4].hex(' ')})"
+
+
+def _is_text(head: bytes) -> bool:
+    """UTF-8 without NUL bytes (a cut multi-byte character at the end of ``head`` is fine)."""
+    if b"\x00" in head:
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def load_failure(path: str | os.PathLike, exc: BaseException, expected: str = EXPECTED) -> str:
+    """Why torch.load(weights_only=True) refused a zip archive or a pickle, in a few words: torch's
+    own message is a page long, or as bare as "Unsupported operand 149"."""
+    detail = _load_failure(exc)
+    if "global" in detail.lower():  # it names the function or class it refused to load
+        return f"it holds code or classes, which are not loaded: {detail}"
+    if _foreign_zip(path):
+        return f"{expected}; this looks like a zip archive torch.save did not write"
+    with open(path, "rb") as fh:
+        if fh.read(1) == PICKLE_MAGIC:
+            return f"{expected}; this looks like a plain Python pickle, which is not loaded as it could run code"
+    return f"truncated, corrupt or holding code objects: {detail}"
+
+
+def _foreign_zip(path: str | os.PathLike) -> bool:
+    """A readable zip archive without the ``<name>/data.pkl`` record every torch.save archive has."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return not any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return False
+
+
 def _zip_damage(path: str) -> str | None:
     """What is wrong with a checkpoint's zip container, if anything: torch.load does not check the
     CRC-32 of each record, so flipped bytes inside a tensor would load silently as wrong weights."""
     with open(path, "rb") as fh:
         head = fh.read(4)
-    if head != b"PK\x03\x04":
-        return None  # not a zip (a legacy pickle, random bytes): torch.load(weights_only=True) decides
+    if head != ZIP_MAGIC:
+        return None  # a legacy pickle: torch.load(weights_only=True) decides
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -143,7 +220,7 @@ def _load_failure(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for line in lines:
         if "nsupported" in line and not line.startswith("Please file"):
-            return line.replace("WeightsUnpickler error: ", "")[:200]
+            return line.replace("WeightsUnpickler error: ", "").split(" Please use")[0].rstrip(".")[:200]
     return (lines[0] if lines else type(exc).__name__)[:200]
 
 

@@ -146,10 +146,10 @@ class Trainer:
         if problem:  # fail before the first step, not after an epoch
             raise OSError(f"save_dir {cfg.save_dir} is not a writable folder: {problem}")
         self.scalars.open(self.epoch)
-        log.info("training %s (%d parameters) on %d traces (val %s) for %d epoch%s on %s%s",
+        log.info("training %s (%d parameters) on %d traces (val %s) for %s on %s%s",
                  type(self.model).__name__, sum(p.numel() for p in self.model.parameters()),
                  len(self.train_dataset), len(self.val_dataset) if self.val_dataset is not None else 0,
-                 cfg.epochs, "" if cfg.epochs == 1 else "s", self.device,
+                 self._epochs_to_train(), self.device,
                  f", {self.ctx.world_size} processes" if self.ctx.enabled else "")
         # Signals only raise a flag inside `self.stop`; the loop stops at the next step boundary.
         with self.stop, logs_above_bars(self._bars()):  # log lines above the bars
@@ -163,6 +163,14 @@ class Trainer:
             self.save_checkpoint(os.path.join(cfg.save_dir, "last.ckpt"))
         barrier(self.ctx)
         return self.result()
+
+    def _epochs_to_train(self) -> str:
+        """'4 epochs'; on a resume the epochs still to come ('epochs 3-4 of 4', 'epoch 4 of 4'): a
+        resumed or extended run does not train ``config.epochs`` epochs."""
+        total, first = self.config.epochs, self.epoch + 1
+        if self.epoch == 0 and self.batch_in_epoch == 0:
+            return f"{total} epoch{'' if total == 1 else 's'}"
+        return f"epoch {first} of {total}" if first == total else f"epochs {first}-{total} of {total}"
 
     def _extend_finished_run(self) -> bool:
         """A finished run resumed with more epochs (e.g. trainer.epochs=2, then 4) trains on."""

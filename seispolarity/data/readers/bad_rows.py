@@ -17,6 +17,8 @@ from .base import DataFormatError
 log = logging.getLogger(__name__)
 
 ON_BAD_ROW = ("error", "skip")
+#: How to skip bad rows, in the runner's and predict's words and in Python's.
+SKIP_HINT = "set data.on_bad_row=skip (on_bad_row='skip' in Python)"
 
 
 class BadRows:
@@ -32,7 +34,7 @@ class BadRows:
     """
 
     def __init__(self, n: int, source: str, on_bad_row: str,
-                 hint: str = "fix the file or pass on_bad_row='skip'", name_row: bool = True) -> None:
+                 hint: str = f"fix the file or {SKIP_HINT}", name_row: bool = True) -> None:
         if on_bad_row not in ON_BAD_ROW:
             raise ValueError(f"on_bad_row={on_bad_row!r}; expected 'error' or 'skip'")
         self.n, self.source, self.mode = n, source, on_bad_row

@@ -101,6 +101,7 @@ def label_column_codes(words: Sequence[str], label_map: Mapping[str, int], colum
     codes = apply_label_map(words, label_map, default=-1, ignore_case=True, missing_code=UNKNOWN)
     bad.flag("unknown_label", codes < 0,
              lambda r: f"{where(r)}label {words[r]!r} in column {column!r}{which(r)} is not in label_map "
-                       f"{dict(label_map)}; add it to label_map (0 up, 1 down, 2 unknown; '*' for any other)",
+                       f"{dict(label_map)}; add it to data.label_map (label_map= in Python; 0 up, 1 down, "
+                       f"2 unknown; '*' for any other)",
              error_cls=LabelError)
     return codes

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..labels import CLARITY_CODES, apply_label_map, normalize_label_map, resolve_label_map
 from ..labels import label_key as raw_label_text  # `label_key` is also an argument name below
-from .bad_rows import BadRows
+from .bad_rows import SKIP_HINT, BadRows
 from .base import DataFormatError, Reader, TraceTable, resolve_channels
 from .hdf5_rows import read_row_windows
 
@@ -70,7 +70,7 @@ class FlatReader(Reader):
         defaults = self.presets.get(preset.lower(), {})
         n, trace_len = self._check_waveforms()
         raw, key = self._read_labels(label_key, n)
-        bad = BadRows(n, self.path, on_bad_row, hint="fix it or set on_bad_row=skip", name_row=False)
+        bad = BadRows(n, self.path, on_bad_row, hint=f"fix it or {SKIP_HINT}", name_row=False)
         labels = self._resolve_labels(raw, key, label_map, defaults, bad)
         self._resolve_channels(components, component_order)
         p, self.has_pick = self._resolve_picks(n, p_index, defaults)
@@ -155,7 +155,8 @@ class FlatReader(Reader):
         if fixed is None:
             fixed = defaults.get("p_index")
         if fixed is None:
-            raise DataFormatError(f"{self.path}: no 'p_pick' dataset and no fixed P index; set p_index")
+            raise DataFormatError(f"{self.path}: no 'p_pick' dataset and no fixed P index; "
+                                  f"set data.p_index=<sample> (p_index= in Python)")
         return np.full(n, float(fixed)), False
 
     def _resolve_sampling_rate(self, sampling_rate: float | None, defaults: Mapping[str, Any]) -> float:
