@@ -203,16 +203,17 @@ def describe_data(cfg: DictConfig, trainer: Trainer, test_from_file: bool, evalu
 
 def objective_value(cfg: DictConfig, summary: dict[str, Any]) -> float:
     name = cfg.objective
-    if name not in summary:
+    if name not in summary and name not in objective_names(list(cfg.get("eval_sets") or {})):
         raise KeyError(f"objective={name!r} is not a run metric; choose one of {sorted(summary)}")
-    value = summary[name]
+    value = summary.get(name)  # None: a number this run did not make (test=false, report=none, ...)
     if value is None:  # e.g. val_accuracy without validation: fall back to the test metric
         fallback = name.replace("val_", "test_")
         value = summary.get(fallback)
         if cfg.get("train", True):  # a training run without validation: worth a warning
             log.warning("objective %s is not available for this run; using %s=%s", name, fallback, value)
         else:  # an evaluation has no validation split: its test metric is the objective, as expected
-            log.info("objective: %s=%s (an evaluation has no %s)", fallback, value, name)
+            log.info("objective: %s=%s (an evaluation has no %s)", fallback,
+                     value if value is None else round(float(value), 4), name)
     return float("nan") if value is None else float(value)
 
 
