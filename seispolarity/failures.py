@@ -136,7 +136,7 @@ def report_interrupt(save_dir: str | None) -> None:
         line = "interrupted (SIGINT) before training started; nothing was trained: run the command again"
     mark_failed(line)
     _to_log_file_only(line, logging.WARNING)
-    if _mode() == RunMode.RUN:
+    if _mode() is not None:
         print(line, file=sys.stderr, flush=True)
         raise SystemExit(128 + signal.SIGINT) from None
 
@@ -200,6 +200,8 @@ def report_failure(exc: BaseException) -> None:
         line = interrupted_message(exc)
         if mode is not None:
             _to_log_file_only(line, logging.WARNING)  # the terminal gets it once, below
+            if mode == RunMode.MULTIRUN:  # the sweep summary's row for this job: how to resume it
+                mark_failed(line)
             print(line, file=sys.stderr, flush=True)
             raise SystemExit(128 + int(exc.signum)) from None
         log.warning("%s", line)

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import get_method, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
@@ -53,6 +55,7 @@ from .training import Trainer, TrainingConfig, seed_everything
 from .training.checkpoint import load_checkpoint
 from .training.distributed import DistContext, barrier, init_distributed
 from .training.optim import fields_from_node
+from .training.trainer import TrainingInterrupted
 
 log = logging.getLogger("seispolarity.runner")
 
@@ -229,13 +232,36 @@ def run(cfg: DictConfig) -> float:
         from .failures import report_failure
 
         # signals and bad input: one line on stderr (+ exit code) for a CLI run; bugs: the traceback
-        report_failure(exc)
+        try:
+            report_failure(exc)
+        finally:
+            if isinstance(exc, TrainingInterrupted):
+                _stop_sweep(cfg)
         raise
     except KeyboardInterrupt:  # Ctrl-C while the data loads or the test runs (training handles its own)
         from .failures import report_interrupt
 
-        report_interrupt(OmegaConf.select(cfg, "trainer.save_dir", default=None))
+        try:
+            report_interrupt(OmegaConf.select(cfg, "trainer.save_dir", default=None))
+        finally:
+            _stop_sweep(cfg)
         raise
+
+
+def _stop_sweep(cfg: DictConfig) -> None:
+    """A signal that stopped this multirun job stops the sweep: the summary so far (this job's row
+    says how to resume it) and one line saying so."""
+    try:
+        hydra = HydraConfig.get()
+    except ValueError:
+        return
+    if hydra.mode != RunMode.MULTIRUN or int(os.environ.get("RANK", "0")) != 0:
+        return
+    sweep = Path(hydra.sweep.dir)
+    objective = str(cfg.get("objective") or "objective")
+    write_sweep_summary(sweep, objective, maximize=not objective.endswith("loss"))
+    print(f"sweep stopped at job {hydra.job.num}: the jobs after it did not run; every job's status so far: "
+          f"{sweep / 'summary.md'}", file=sys.stderr, flush=True)
 
 
 def _resume(cfg: DictConfig) -> DictConfig:

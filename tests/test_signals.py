@@ -177,3 +177,28 @@ def test_submitit_preemption_signal_requeues_and_resumes(data_file, tmp_path):
     # the pre-empted job and its requeued twin together log every step exactly once
     assert logged_steps(text) == list(range(1, ckpt["global_step"] + 1)), "steps were lost or repeated"
     assert load_metrics(sweep / "0")["summary"]["epochs"] == 1
+
+
+def test_ctrl_c_in_a_sweep_stops_it_with_the_summary_so_far(data_file, tmp_path):
+    """The interrupted job's row says how to resume it; the jobs after it never start."""
+    sweep = tmp_path / "sweep"
+    args = [a for a in cli_overrides(data_file, tmp_path / "unused", **REFERENCE) if not a.startswith("hydra.run.dir")]
+    command = ["-m", *[a for a in args if not a.startswith("seed=")], "seed=3,4", f"hydra.sweep.dir={sweep}"]
+    out, err = tmp_path / "sweep.out", tmp_path / "sweep.err"
+    proc = start_cli(command, out, err)
+    try:
+        wait_for(lambda: any(s > 2 for s in logged_steps(out.read_text())), 120, "a sweep job's steps", proc)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = err.read_text()
+    assert code == 128 + signal.SIGINT and "Traceback" not in stderr, stderr[-3000:]
+    ckpt = sweep / "0" / "checkpoints" / "last.ckpt"
+    assert last_line(stderr) == (f"sweep stopped at job 0: the jobs after it did not run; every job's status so "
+                                 f"far: {sweep / 'summary.md'}")
+    summary = (sweep / "summary.md").read_text()
+    assert f"training stopped by SIGINT; checkpoint written to {ckpt}; resume with: python train.py" in summary
+    assert not (sweep / "1").exists(), "a job after the interrupted one started"
