@@ -184,17 +184,7 @@ def test_ctrl_c_in_a_sweep_stops_it_with_the_summary_so_far(data_file, tmp_path)
     sweep = tmp_path / "sweep"
     args = [a for a in cli_overrides(data_file, tmp_path / "unused", **REFERENCE) if not a.startswith("hydra.run.dir")]
     command = ["-m", *[a for a in args if not a.startswith("seed=")], "seed=3,4", f"hydra.sweep.dir={sweep}"]
-    out, err = tmp_path / "sweep.out", tmp_path / "sweep.err"
-    proc = start_cli(command, out, err)
-    try:
-        wait_for(lambda: any(s > 2 for s in logged_steps(out.read_text())), 120, "a sweep job's steps", proc)
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    stderr = err.read_text()
+    code, _, stderr = interrupt(command, signal.SIGINT, tmp_path, "sweep", after_step=1)
     assert code == 128 + signal.SIGINT and "Traceback" not in stderr, stderr[-3000:]
     ckpt = sweep / "0" / "checkpoints" / "last.ckpt"
     assert last_line(stderr) == (f"sweep stopped at job 0: the jobs after it did not run; every job's status so "
