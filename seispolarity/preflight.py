@@ -4,9 +4,11 @@
 made, it checks what needs no data: ``train=false`` without ``ckpt_path``, a data option without
 its ``data.path`` or with one that is not there (or the generated synthetic set given one), the
 ``trainer`` values (``TrainingConfig``, and a ``trainer.device`` this machine has), the
-``eval_sets`` entries, the checkpoints named (``init_from`` loads, ``pretrained:<name>`` is not
-resumed) and, for a resume, the overrides the checkpoint's run refuses
-(``seispolarity.resume``). ``runner.run`` makes the same checks (a multirun's jobs, the
+``eval_sets`` entries, the checkpoints named (``init_from`` and an evaluation's ``ckpt_path``
+load, ``pretrained:<name>`` is not resumed), keys added with ``+`` that an option does not take,
+the data, augmentation, report and scheduler values, ``trainer=ddp`` outside torchrun, the
+synthetic set's cache folder, the ``objective`` and, for a resume, the overrides the checkpoint's
+run refuses (``seispolarity.resume``). ``runner.run`` makes the same checks (a multirun's jobs, the
 compose API), where a failure then marks the job's folder failed.
 """
 from __future__ import annotations
