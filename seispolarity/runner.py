@@ -248,6 +248,20 @@ def run(cfg: DictConfig) -> float:
         raise
 
 
+def _refresh_sweep_summary(cfg: DictConfig, out: Path) -> None:
+    """A sweep's job resumed on its own (``ckpt_path=<sweep>/<job>/checkpoints/last.ckpt``) and
+    finished: the sweep's summary now says so (a multirun job's own summary is on_job_end's)."""
+    try:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return
+    except ValueError:
+        return
+    if out.name.isdigit() and (out.parent / "summary.csv").is_file():
+        objective = str(cfg.get("objective") or "objective")
+        write_sweep_summary(out.parent, objective, maximize=not objective.endswith("loss"))
+        log.info("sweep summary updated: %s", out.parent / "summary.md")
+
+
 def _stop_sweep(cfg: DictConfig) -> None:
     """A signal that stopped this multirun job stops the sweep: the summary so far (this job's row
     says how to resume it) and one line saying so."""
@@ -364,6 +378,7 @@ def _run(cfg: DictConfig, out: Path) -> float:
         _write_metrics(out, cfg, value, summary, result, test_metrics, extra, data)
         acc = summary.get("test_accuracy")
         clear_failed()  # a resumed run that failed before has now finished
+        _refresh_sweep_summary(cfg, out)
         print(f"run folder: {out}\n" + (f"test accuracy: {acc:.4f}" if acc is not None else
                                           f"{cfg.objective}: {value:.4f}"), flush=True)
     _leave_process_group()

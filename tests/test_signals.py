@@ -192,3 +192,11 @@ def test_ctrl_c_in_a_sweep_stops_it_with_the_summary_so_far(data_file, tmp_path)
     summary = (sweep / "summary.md").read_text()
     assert f"training stopped by SIGINT; checkpoint written to {ckpt}; resume with: python train.py" in summary
     assert not (sweep / "1").exists(), "a job after the interrupted one started"
+    # the command in the job's row finishes it in its folder, and the sweep's summary then says so
+    line = next(row for row in summary.splitlines() if "resume with: " in row)
+    command = shlex.split(line.split("resume with: ", 1)[1].split(" |")[0])
+    out, err = tmp_path / "resumed.out", tmp_path / "resumed.err"
+    assert start_cli(command[2:], out, err).wait(timeout=240) == 0, err.read_text()[-3000:]
+    assert f"run folder: {sweep / '0'}" in out.read_text()
+    rows = (sweep / "summary.md").read_text()
+    assert "| ok |" in rows and "| failed |" not in rows and not (sweep / "0" / "FAILED").exists()
