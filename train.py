@@ -8,10 +8,21 @@ Examples:
 See README.md and conf/ for every option.
 """
 import os
+import signal
 import sys
 
-import hydra
-from omegaconf import DictConfig
+STARTING = "interrupted (SIGINT) before the run started; nothing was written"
+
+
+def _stop_while_starting(signum, frame):  # Ctrl-C while torch and Hydra import: one line, no traceback
+    print(STARTING, file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
+signal.signal(signal.SIGINT, _stop_while_starting)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("SEISPOLARITY_ROOT", ROOT)
@@ -32,4 +43,9 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     sys.argv = prepare_argv(sys.argv)
     install_startup_changes()  # one composition, libyaml, cached parses, lazy plugin configs (launch.py)
-    main()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the run handles its own Ctrl-C from here
+    try:
+        main()
+    except KeyboardInterrupt:  # ... but not while Hydra composes
+        print(STARTING, file=sys.stderr, flush=True)
+        sys.exit(130)

@@ -20,6 +20,7 @@ list every job with its status.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shlex
 import signal
@@ -113,7 +114,26 @@ def resume_command(checkpoint: str) -> str:
         overrides = []
     keep = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra.run.dir="))]
     keep.append(f"ckpt_path={override_value(checkpoint)}")
-    return "python train.py " + " ".join(shlex.quote(o) for o in keep)
+    return launcher_command() + " train.py " + " ".join(shlex.quote(o) for o in keep)
+
+
+def launcher_command() -> str:
+    """How this process was started: ``python``, or torchrun with as many processes (a DDP run
+    resumes in as many, with ``trainer=ddp``; one process would refuse it)."""
+    world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0)
+    if world <= 1 or not local:
+        return "python"
+    nodes = max(1, world // local)
+    if nodes == 1:
+        return f"torchrun --standalone --nproc_per_node={local}"
+    return f"torchrun --nnodes={nodes} --nproc_per_node={local} <your rendezvous options>"
+
+
+def say(line: str) -> None:
+    """One line on stderr, from one process: under torchrun every rank fails or stops alike, and
+    rank 0 speaks for them."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(line, file=sys.stderr, flush=True)
 
 
 def interrupted_message(exc: TrainingInterrupted) -> str:
@@ -137,7 +157,7 @@ def report_interrupt(save_dir: str | None) -> None:
     mark_failed(line)
     _to_log_file_only(line, logging.WARNING)
     if _mode() is not None:
-        print(line, file=sys.stderr, flush=True)
+        say(line)
         raise SystemExit(128 + signal.SIGINT) from None
 
 
@@ -202,7 +222,7 @@ def report_failure(exc: BaseException) -> None:
             _to_log_file_only(line, logging.WARNING)  # the terminal gets it once, below
             if mode == RunMode.MULTIRUN:  # the sweep summary's row for this job: how to resume it
                 mark_failed(line)
-            print(line, file=sys.stderr, flush=True)
+            say(line)
             raise SystemExit(128 + int(exc.signum)) from None
         log.warning("%s", line)
         return
@@ -225,12 +245,12 @@ def report_failure(exc: BaseException) -> None:
     if mode == RunMode.RUN:
         if cause is None:
             return  # a bug: Hydra prints its traceback, once
-        print(f"error: {message}", file=sys.stderr, flush=True)
+        say(f"error: {message}")
         raise SystemExit(getattr(cause, "exit_code", 1)) from None
     if mode == RunMode.MULTIRUN:
         job, sweep, folder = _job()
         where = f" (traceback: {Path(folder) / 'train.log'})" if folder and not isinstance(cause, UsageError) else ""
-        print(f"job {job} failed: {message}{where}", file=sys.stderr, flush=True)
+        say(f"job {job} failed: {message}{where}")
         raise JobFailed(job, message, sweep) from None
 
 

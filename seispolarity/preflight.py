@@ -18,14 +18,13 @@ import dataclasses
 import difflib
 import inspect
 import os
-import sys
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from hydra.utils import to_absolute_path
 from omegaconf import AnyNode, DictConfig, OmegaConf
 
-from .failures import UsageError, one_line, user_error
+from .failures import UsageError, one_line, say, user_error
 
 #: What ``data.path`` is, per layout (``data.name``).
 DATA_PATHS = {
@@ -268,7 +267,7 @@ class Preflight(Callback):
             cause = user_error(exc)
             if cause is None:
                 return
-            print(f"error: {one_line(cause)}", file=sys.stderr, flush=True)
+            say(f"error: {one_line(cause)}")
             raise SystemExit(getattr(cause, "exit_code", 1)) from None
 
 

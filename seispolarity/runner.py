@@ -512,6 +512,11 @@ def _json_default(value):
 
 
 # -- sweeps ------------------------------------------------------------------------------------------
+#: How the FAILED mark of a job stopped by a signal begins (``failures.interrupted_message``,
+#: ``failures.report_interrupt``).
+INTERRUPTED = ("training stopped by ", "interrupted (")
+
+
 def collect_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job folder of a multirun: its number, overrides, status and summary metrics."""
     rows = []
@@ -521,8 +526,8 @@ def collect_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"job": int(job.name), "overrides": " ".join(str(o) for o in overrides)}
         metrics_file, failed = job / "metrics.json", job / FAILED_FILE
         if failed.is_file():
-            row["status"] = "failed"
             row["error"] = (failed.read_text().splitlines() or [""])[0]
+            row["status"] = "interrupted" if row["error"].startswith(INTERRUPTED) else "failed"
         elif metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
             row["status"] = "ok"
@@ -565,8 +570,8 @@ def write_sweep_summary(sweep_dir: Path, objective: str | None = None, maximize:
     lines += ["| " + " | ".join(fmt(r.get(c)) for c in shown) + " |" for r in rows]
     failed = sum(r["status"] != "ok" for r in rows)
     if failed:
-        lines += ["", f"{failed} of {len(rows)} jobs did not finish; each failed job's traceback is in its "
-                      f"`<job>/train.log`."]
+        lines += ["", f"{failed} of {len(rows)} jobs started did not finish; a failed job's traceback is in its "
+                      f"`<job>/train.log`, an interrupted job's row says how to resume it."]
     _write_text(sweep_dir / "summary.md", "\n".join(lines) + "\n")
     return rows
 

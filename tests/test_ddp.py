@@ -327,3 +327,19 @@ def test_ddp_gradients_are_averaged_and_resume_both_ways(tmp_path, capsys):
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "worker":
     _worker(Path(sys.argv[2]))
+
+
+def test_a_stopped_ddp_run_is_resumed_by_as_many_processes(monkeypatch):
+    """The resume line a signal prints names torchrun where torchrun started the run: `python`
+    would refuse trainer=ddp, and one process would change the global batch."""
+    from seispolarity.failures import launcher_command
+
+    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert launcher_command() == "python"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert launcher_command() == "torchrun --standalone --nproc_per_node=2"
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert launcher_command() == "torchrun --nnodes=2 --nproc_per_node=4 <your rendezvous options>"

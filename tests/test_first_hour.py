@@ -217,7 +217,7 @@ REFUSED_BEFORE_THE_FOLDER = {
                                         "(did you mean report.baseline_params.k?"),
     "objective=val_acc": (2, "error: objective=val_acc: not a number the run reports (did you mean val_accuracy?"),
     "trainer=ddp": (2, "error: distributed training asked for (trainer=ddp) but WORLD_SIZE is not set"),
-    "data.max_traces=-1": (1, "error: data.max_traces=-1; expected None (all) or a whole number >= 1"),
+    "data.max_traces=-1": (1, "error: data.max_traces=-1; expected null (all) or a whole number >= 1"),
     "data.num_traces=0": (1, "error: data.num_traces=0: expected a whole number >= 1"),
     "data.unknown=maybe": (1, "error: data.unknown='maybe'; expected one of 'auto', 'keep', 'drop'"),
     "augment.flip_prob=2": (1, "error: augment.flip_prob=2.0; expected a probability in [0, 1]"),

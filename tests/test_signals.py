@@ -191,6 +191,7 @@ def test_ctrl_c_in_a_sweep_stops_it_with_the_summary_so_far(data_file, tmp_path)
                                  f"far: {sweep / 'summary.md'}")
     summary = (sweep / "summary.md").read_text()
     assert f"training stopped by SIGINT; checkpoint written to {ckpt}; resume with: python train.py" in summary
+    assert "| interrupted |" in summary
     assert not (sweep / "1").exists(), "a job after the interrupted one started"
     # the command in the job's row finishes it in its folder, and the sweep's summary then says so
     line = next(row for row in summary.splitlines() if "resume with: " in row)

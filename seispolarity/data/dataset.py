@@ -68,7 +68,8 @@ def check_options(normalize: str | None = "peak", unknown: str = "keep", nan_pol
     if nan_policy not in ("error", "drop"):
         raise ValueError(f"{prefix}nan_policy={nan_policy!r}; expected 'error' or 'drop'")
     if max_traces is not None and (isinstance(max_traces, bool) or not isinstance(max_traces, int) or max_traces < 1):
-        raise ValueError(f"{prefix}max_traces={max_traces!r}; expected None (all) or a whole number >= 1")
+        everything = "null" if prefix else "None"  # prefix: a command line's key, in YAML's words
+        raise ValueError(f"{prefix}max_traces={max_traces!r}; expected {everything} (all) or a whole number >= 1")
 
 
 class WaveformDataset(Dataset):

@@ -23,7 +23,7 @@ from typing import Any
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m seispolarity.pretrained",
                                      description="Packaged pretrained weights and importers of published weights.")
-    sub = parser.add_subparsers(dest="command_name", required=True)
+    sub = parser.add_subparsers(dest="command_name", required=True, metavar="command")
     sub.add_parser("list", help="the packaged models and their descriptions")
     pack = sub.add_parser("package", help="ship a trained checkpoint inside the package (float16 + model card)")
     pack.add_argument("checkpoint", help="a checkpoint written by the Trainer, e.g. <run>/checkpoints/best.ckpt")
@@ -139,7 +139,8 @@ def _verify(args) -> int:
     for name in names:
         problems = verify(name, args.dir)
         failed += bool(problems)
-        print(f"{name}: " + ("ok" if not problems else "; ".join(problems)))
+        print(f"{name}: " + ("ok (sha256 and check-set accuracy match its card)" if not problems
+                             else "; ".join(problems)))
     return 1 if failed else 0
 
 
