@@ -7,10 +7,12 @@ shorthand.
 """
 from __future__ import annotations
 
+import inspect
 import json
-from typing import Any
+import typing
+from typing import Any, Callable, Iterable
 
-__all__ = ["split_option", "parse_value", "parse_label_map", "parse_option"]
+__all__ = ["split_option", "parse_value", "parse_label_map", "parse_option", "reader_options_problem"]
 
 
 def split_option(arg: str) -> tuple[str, str] | None:
@@ -59,3 +61,60 @@ def parse_option(key: str, text: str) -> Any:
     if key == "label_map" and not text.lstrip().startswith("{"):
         return parse_label_map(text)
     return parse_value(text)
+
+
+def reader_options_problem(name: str, options: dict[str, Any], prefix: str = "",
+                           also: Iterable[Callable] = ()) -> tuple[int, str] | None:
+    """The first option that layout ``name`` (``WaveformDataset``, its reader and the commands in
+    ``also``) does not take, or takes with another type: ``(2, message)`` for an unknown key (the
+    command is wrong), ``(1, message)`` for a value; None when all fit. ``prefix``: how the command
+    spells the keys (``data.`` for predict)."""
+    from .data.dataset import WaveformDataset
+    from .data.readers import READERS
+
+    reader = READERS.get(str(name).lower())
+    if reader is None:
+        return 1, f"name={name}: expected a layout, one of {', '.join(sorted(READERS))}"
+    accepted: dict[str, Any] = {}
+    for target in (WaveformDataset, reader, *also):
+        accepted.update(_keywords(target))
+    for key, value in options.items():
+        if key not in accepted:
+            return 2, (f"unknown option {prefix}{key} (name={name}); accepted: "
+                       f"{', '.join(prefix + k for k in sorted(accepted))}")
+        expected = _expected_value(accepted[key], value)
+        if expected:
+            return 1, f"{prefix}{key}={value!r}: expected {expected}"
+    return None
+
+
+def _keywords(target: Any) -> dict[str, Any]:
+    """Keyword parameters of a function or class (or a ``functools.partial`` of one, as ``READERS``
+    holds) -> type hints; those a command sets itself (path, name=, the reader's preset) left out."""
+    target = getattr(target, "func", target)
+    try:
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception:  # a hint that does not evaluate: the key is still accepted, its type unchecked
+        hints = {}
+    return {p.name: hints.get(p.name, Any) for p in inspect.signature(target).parameters.values()
+            if p.name not in ("self", "path", "name", "preset") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def _expected_value(hint: Any, value: Any) -> str | None:
+    """What an option typed ``hint`` takes, when ``value`` is not that; None when it fits (or when
+    the hint is not a plain bool / int / number: the reader checks those values itself)."""
+    allowed = set(typing.get_args(hint)) or {hint}
+    optional = type(None) in allowed
+    allowed.discard(type(None))
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if allowed == {bool}:
+        fits, expected = isinstance(value, bool), "true or false"
+    elif allowed == {int}:
+        fits, expected = is_number and isinstance(value, int), "an integer"
+    elif allowed and allowed <= {int, float}:
+        fits, expected = is_number, "a number"
+    else:
+        return None
+    if optional:
+        fits, expected = fits or value is None, expected + " or null"
+    return None if fits else expected

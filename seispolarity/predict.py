@@ -27,14 +27,12 @@ prediction (0 up, 1 down, 2 unknown), polarity (U/D/X), probability, p_up, p_dow
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import sys
-import typing
 from typing import Any
 
-from .cli_args import parse_value  # the package's one key=value parser (check-labels, realism too)
+from .cli_args import parse_value, reader_options_problem  # the package's key=value parser (check-labels, realism too)
 
 USAGE = "usage: python -m seispolarity.predict ckpt=PATH data=PATH [name=LAYOUT] [out=picks.csv] [threshold=P] " \
         "[device=auto] [batch_size=256] [key=value ...]  (--help for all options)"
@@ -133,7 +131,9 @@ def _predict(args: dict[str, Any], data_options: dict[str, Any]) -> int:
         for key in ("p_index", "sampling_rate"):
             if key in args:
                 raise UsageExit(f"{key}= applies to .npy arrays; for files set data.{key}=... if the layout reads it")
-        _check_data_options(args.get("name", "flat"), data_options)
+        problem = reader_options_problem(args.get("name", "flat"), data_options, prefix="data.")
+        if problem:  # a key the layout does not take: the command is wrong (2); a value of the wrong type: 1
+            raise (UsageExit if problem[0] == 2 else ValueError)(problem[1])
     try:
         predictor = Predictor(args["ckpt"], device=args.get("device", "auto"), batch_size=args.get("batch_size", 256),
                               threshold=args.get("threshold"), max_uncertainty=args.get("max_uncertainty"),
@@ -195,56 +195,6 @@ def _check_skhash(skhash: str, data: str, metadata: dict[str, Any]) -> None:
         raise ValueError(f"skhash={skhash}: {data} has no per-trace {' or '.join(missing)}; an SKHASH file needs both "
                          f"(e.g. the evids and sncls datasets of an SCSN or flat file, the source_id and station_code "
                          f"columns of SeisBench metadata); drop skhash= or predict data that has them")
-
-
-def _check_data_options(name: str, options: dict[str, Any]) -> None:
-    """``data.KEY`` keys that WaveformDataset or the layout's reader takes, with values of their type."""
-    from .data.dataset import WaveformDataset
-    from .data.readers import READERS
-
-    reader = READERS.get(str(name).lower())
-    if reader is None:
-        raise ValueError(f"name={name}: expected a layout, one of {', '.join(sorted(READERS))}")
-    accepted = {**_keywords(WaveformDataset), **_keywords(reader)}
-    for key, value in options.items():
-        if key not in accepted:
-            raise UsageExit(f"unknown data option data.{key} (name={name}); accepted: "
-                            f"{', '.join('data.' + k for k in sorted(accepted))}")
-        expected = _expected_value(accepted[key], value)
-        if expected:
-            raise ValueError(f"data.{key}={value!r}: expected {expected}")
-
-
-def _keywords(target: Any) -> dict[str, Any]:
-    """Keyword parameters of a class (or a ``functools.partial`` of one, as ``READERS`` holds) -> type
-    hints; those predict sets itself (path, name=, the reader's preset) left out."""
-    target = getattr(target, "func", target)
-    try:
-        hints = typing.get_type_hints(target.__init__)
-    except Exception:  # a hint that does not evaluate: the key is still accepted, its type unchecked
-        hints = {}
-    return {p.name: hints.get(p.name, Any) for p in inspect.signature(target).parameters.values()
-            if p.name not in ("self", "path", "name", "preset") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-
-
-def _expected_value(hint: Any, value: Any) -> str | None:
-    """What an option typed ``hint`` takes, when ``value`` is not that; None when it fits (or when
-    the hint is not a plain bool / int / number: the reader checks those values itself)."""
-    allowed = set(typing.get_args(hint)) or {hint}
-    optional = type(None) in allowed
-    allowed.discard(type(None))
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if allowed == {bool}:
-        fits, expected = isinstance(value, bool), "true or false"
-    elif allowed == {int}:
-        fits, expected = is_number and isinstance(value, int), "an integer"
-    elif allowed and allowed <= {int, float}:
-        fits, expected = is_number, "a number"
-    else:
-        return None
-    if optional:
-        fits, expected = fits or value is None, expected + " or null"
-    return None if fits else expected
 
 
 def _load_array(path: str):

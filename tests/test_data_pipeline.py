@@ -380,6 +380,19 @@ def test_check_labels_shows_scsn_codes_the_other_way_round_and_the_override_fixe
     assert report["classes"]["up"]["mean_sign"] == 1.0 and report["classes"]["down"]["mean_sign"] == -1.0
 
 
+def test_data_commands_name_an_option_they_do_not_take_before_reading(tmp_path):
+    """check-labels and realism check their options as predict does: unknown key exit 2, bad type 1."""
+    from seispolarity.data.__main__ import main
+
+    path = write_scsn(tmp_path / "scsn.hdf5", np.zeros((6, 600), np.float32), np.zeros(6, int))
+    p = run_check_labels([str(path), "name=scsn", "maxtraces=3"])
+    assert p.returncode == 2 and p.stderr.startswith("error: unknown option maxtraces (name=scsn); accepted: "), p.stderr
+    assert "max_traces" in p.stderr and "Traceback" not in p.stderr
+    p = run_check_labels([str(path), "name=scsn", "max_traces=abc"])
+    assert (p.returncode, p.stderr.strip()) == (1, "error: max_traces='abc': expected an integer"), p.stderr
+    assert main(["realism", str(path), "name=scsn", "foo=1"]) == 2
+
+
 # ----------------------------------------------------------------------------------------------
 # bad input: one clear error naming file, row and value; or skipped and counted
 # ----------------------------------------------------------------------------------------------

@@ -245,7 +245,7 @@ BAD_INPUT = {
     "unknown device type": (["data={d}/scsn.hdf5", "name=scsn", "device=tpu"],
                             "error: device='tpu': expected auto, cpu, cuda, cuda:N or mps", 1),
     "unknown data option": (["data={d}/scsn.hdf5", "name=scsn", "data.foo=1"],
-                            "error: unknown data option data.foo (name=scsn); accepted: data.component_order, ", 2),
+                            "error: unknown option data.foo (name=scsn); accepted: data.component_order, ", 2),
     "out is a folder": (["data={d}/scsn.hdf5", "name=scsn", "out={d}/adir"],
                         "error: out={d}/adir: is a folder; expected the file to write, e.g. out={d}/adir/picks.csv", 1),
     "missing .npy": (["data={d}/nope.npy"], "error: {d}/nope.npy: no such file or directory", 1),

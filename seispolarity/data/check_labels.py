@@ -150,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import logging
 
+    from ..cli_args import reader_options_problem
+
+    problem = reader_options_problem(str(name), options, also=[check_labels])
+    if problem:
+        print(f"error: {problem[1]}", file=sys.stderr)
+        return problem[0]
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         report = check_labels(str(path), str(name), **options)

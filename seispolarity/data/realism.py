@@ -350,11 +350,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import logging
 
+    from ..cli_args import reader_options_problem
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     results = []
     for path, reader_opts in files:
         name = reader_opts.pop("name", None)
         name = None if name in (None, "auto") else str(name)
+        problem = reader_options_problem(name, reader_opts) if name else None  # auto: known once detected
+        if problem:
+            print(f"error: {path}: {problem[1]}", file=sys.stderr)
+            return problem[0]
         try:
             results.append(file_stats(path, name, max_traces=opts.get("max_traces", 20000),
                                       seed=int(opts.get("seed", 0)), **reader_opts))
