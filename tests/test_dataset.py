@@ -278,3 +278,12 @@ def test_a_file_whose_every_row_is_skipped_says_so(tmp_path):
 def test_option_values_are_checked_before_the_file_is_read(options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         WaveformDataset("/no/such/file.hdf5", name="scsn", **options)
+
+
+def test_more_components_than_a_one_channel_file_holds_is_an_error(tmp_path):
+    path = write_scsn_file(tmp_path / "one.hdf5", n=6)
+    for components in (None, "Z", "all"):
+        assert WaveformDataset(path, name="flat", components=components, p_index=300).num_channels == 1
+    with pytest.raises(DataFormatError, match=r"one.hdf5: X \(6, 600\) holds one channel per trace; "
+                                              r"components='ZNE' asks for 3"):
+        WaveformDataset(path, name="flat", components="ZNE", p_index=300)

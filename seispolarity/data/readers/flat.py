@@ -24,7 +24,7 @@ import numpy as np
 from ..labels import CLARITY_CODES, apply_label_map, normalize_label_map, resolve_label_map
 from ..labels import label_key as raw_label_text  # `label_key` is also an argument name below
 from .bad_rows import SKIP_HINT, BadRows
-from .base import DataFormatError, Reader, TraceTable, resolve_channels
+from .base import DataFormatError, Reader, TraceTable, components_list, resolve_channels
 from .hdf5_rows import read_row_windows
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,9 @@ class FlatReader(Reader):
                 self.num_channels = len(self.channels)
             else:
                 self.num_channels = int(x.shape[1])
+        elif len(components_list(components, "Z")) > 1:  # "all" is the one channel there is; "ZNE" is not
+            raise DataFormatError(f"{self.path}: X {tuple(x.shape)} holds one channel per trace; components="
+                                  f"{components!r} asks for {len(components_list(components, 'Z'))}")
 
     def _resolve_picks(self, n: int, p_index: int | None, defaults: Mapping[str, Any]) -> tuple[np.ndarray, bool]:
         """``(P sample per trace as float, whether they are per-trace picks)``: the `p_pick`
