@@ -245,8 +245,10 @@ class Trainer:
     def _stop_here(self) -> None:
         """Write a resumable ``last.ckpt`` at this step, hand the signal on, raise TrainingInterrupted."""
         signum = self.stop.signum or signal.SIGTERM
-        log.warning("received %s: stopping at this step boundary (step %d, epoch %d, batch %d)",
-                    signal.Signals(signum).name, self.global_step, self.epoch + 1, self.batch_in_epoch)
+        # every rank gets the signal; rank 0 says so (the others' consoles show warnings)
+        (log.warning if self.is_main else log.info)(
+            "received %s: stopping at this step boundary (step %d, epoch %d, batch %d)",
+            signal.Signals(signum).name, self.global_step, self.epoch + 1, self.batch_in_epoch)
         self.nan_guard.check(self.global_step)
         path = os.path.join(self.config.save_dir, "last.ckpt") if self.config.save_dir else None
         if path and self.is_main:
