@@ -136,6 +136,11 @@ def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
+#: How the lines (and FAILED marks) of a run stopped by a signal begin: ``interrupted_message``,
+#: ``report_interrupt`` (a sweep's summary reads them as "interrupted", not "failed").
+INTERRUPTED = ("training stopped by ", "interrupted (")
+
+
 def interrupted_message(exc: TrainingInterrupted) -> str:
     name = signal.Signals(exc.signum).name
     if not exc.checkpoint:

@@ -46,7 +46,7 @@ from .evaluation import (
     run_header,
     unknown_mode,
 )
-from .failures import FAILED_FILE, clear_failed, one_line
+from .failures import FAILED_FILE, INTERRUPTED, clear_failed, one_line
 from .folders import atomic_file
 from .preflight import check_command, check_data, is_synthetic
 from .reports import ReportConfig, append_report, render_eval_section, report_summary, write_report
@@ -257,8 +257,7 @@ def _refresh_sweep_summary(cfg: DictConfig, out: Path) -> None:
     except ValueError:
         return
     if out.name.isdigit() and (out.parent / "summary.csv").is_file():
-        objective = str(cfg.get("objective") or "objective")
-        write_sweep_summary(out.parent, objective, maximize=not objective.endswith("loss"))
+        write_sweep_summary(out.parent, cfg.get("objective"))
         log.info("sweep summary updated: %s", out.parent / "summary.md")
 
 
@@ -272,8 +271,7 @@ def _stop_sweep(cfg: DictConfig) -> None:
     if hydra.mode != RunMode.MULTIRUN or int(os.environ.get("RANK", "0")) != 0:
         return
     sweep = Path(hydra.sweep.dir)
-    objective = str(cfg.get("objective") or "objective")
-    write_sweep_summary(sweep, objective, maximize=not objective.endswith("loss"))
+    write_sweep_summary(sweep, cfg.get("objective"))
     print(f"sweep stopped at job {hydra.job.num}: the jobs after it did not run; every job's status so far: "
           f"{sweep / 'summary.md'}", file=sys.stderr, flush=True)
 
@@ -512,11 +510,6 @@ def _json_default(value):
 
 
 # -- sweeps ------------------------------------------------------------------------------------------
-#: How the FAILED mark of a job stopped by a signal begins (``failures.interrupted_message``,
-#: ``failures.report_interrupt``).
-INTERRUPTED = ("training stopped by ", "interrupted (")
-
-
 def collect_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job folder of a multirun: its number, overrides, status and summary metrics."""
     rows = []
@@ -539,8 +532,11 @@ def collect_sweep(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def write_sweep_summary(sweep_dir: Path, objective: str | None = None, maximize: bool = True) -> list[dict]:
-    """``summary.csv`` and ``summary.md`` at the sweep root, ranked by the objective."""
+def write_sweep_summary(sweep_dir: Path, objective: str | None = None, maximize: bool | None = None) -> list[dict]:
+    """``summary.csv`` and ``summary.md`` at the sweep root, ranked by the objective (higher is better
+    unless ``maximize=False`` or, by default, the objective is a loss)."""
+    if maximize is None:
+        maximize = not str(objective or "").endswith("loss")
     rows = collect_sweep(sweep_dir)
     if not rows:
         return rows
@@ -636,9 +632,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return []
-        objective = config.get("objective", "objective")
-        maximize = not str(objective).endswith("loss")
-        rows = write_sweep_summary(sweep_dir, objective, maximize)
+        rows = write_sweep_summary(sweep_dir, config.get("objective", "objective"))
         if rows and announce:
             failed = sum(r["status"] != "ok" for r in rows)
             print(f"sweep summary: {sweep_dir / 'summary.md'}" + (f" ({failed} of {len(rows)} jobs failed)"
