@@ -203,3 +203,78 @@ def test_lazy_configs_and_cached_parses_change_no_config():
     errors = [c for c in plain["commands"] if isinstance(c, str)]
     assert len(errors) == 3 and "NOT_SET_ANYWHERE" in errors[0] and "GrammarParseError" in errors[1], errors
     assert all(isinstance(c, list) for c in plain["commands"][:6]), plain["commands"]
+
+
+#: In a fresh interpreter: composed configs deep-copied with OmegaConf's own metadata copy, then with
+#: ``launch.fast_metadata_copy``: every node's metadata fields, the resolved values, and what a copy
+#: refuses (a typed field, a read-only flag set on the copy only).
+COPY_SCRIPT = textwrap.dedent("""
+    import copy, json, sys
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, DictConfig, ListConfig, ValidationError
+    from omegaconf.base import Metadata
+    from seispolarity import launch
+    from seispolarity.config import register_configs
+
+    register_configs()
+    CASES, CONF = json.loads(sys.argv[1]), sys.argv[2]
+
+    def nodes(cfg, path=""):
+        yield path, cfg._metadata
+        if isinstance(cfg, (DictConfig, ListConfig)) and not cfg._is_none() and not cfg._is_missing():
+            keys = cfg.keys() if isinstance(cfg, DictConfig) else range(len(cfg))
+            for k in keys:
+                yield from nodes(cfg._get_node(k), f"{path}.{k}")
+
+    def describe(meta):  # (resolver_cache holds ${now:} of the moment: deep-copied as before)
+        return {k: repr(v) for k, v in sorted(vars(meta).items()) if k != "resolver_cache"}
+
+    def check(cfg):
+        dup = copy.deepcopy(cfg)
+        pairs = list(zip(nodes(cfg), nodes(dup)))
+        assert all(a[1] is not b[1] for a, b in pairs), "metadata shared"
+        assert all(a[1].flags is not b[1].flags for a, b in pairs), "flags shared"
+        meta = [[a[0], describe(a[1]), describe(b[1])] for a, b in pairs]
+        OmegaConf.set_readonly(dup.trainer, True)
+        refused = []
+        try:
+            dup.trainer.epochs = "many"
+        except Exception as exc:
+            refused.append(type(exc).__name__)
+        cfg.trainer.epochs = 7  # the original stays writable
+        try:
+            OmegaConf.set_readonly(dup.trainer, False)
+            dup.trainer.epochs = "many"
+        except ValidationError as exc:
+            refused.append(type(exc).__name__)
+        return {"meta": meta,
+                "values": json.dumps(OmegaConf.to_container(dup.model, resolve=True), sort_keys=True, default=str),
+                "refused": refused}
+
+    def run():
+        out = []
+        for overrides in CASES:
+            with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+                out.append(check(compose("train", overrides=overrides)))
+        return out
+
+    plain = run()
+    launch.fast_metadata_copy()
+    launch.fast_metadata_copy()  # idempotent
+    assert "__deepcopy__" in vars(Metadata)
+    print(json.dumps({"plain": plain, "fast": run()}))
+""")
+
+
+def test_fast_metadata_copy_copies_every_node_as_omegaconf_does():
+    cases = [[], ["model=ross", "optimizer=sgd", "scheduler=step"], ["data=scsn", "data.path=x.hdf5"]]
+    p = subprocess.run([sys.executable, "-c", COPY_SCRIPT, json.dumps(cases), str(ROOT / "conf")], cwd=ROOT,
+                       env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, explain(p)
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    for plain, fast in zip(out["plain"], out["fast"]):
+        assert len(fast["meta"]) > 100
+        assert all(a == b for _, a, b in fast["meta"])  # the copy's metadata equals the original's
+        assert [m[1] for m in fast["meta"]] == [m[1] for m in plain["meta"]]
+        assert fast["values"] == plain["values"]
+        assert fast["refused"] == plain["refused"] == ["ReadonlyConfigError", "ValidationError"]
