@@ -1,7 +1,7 @@
 """A seeded, physics-based synthetic P-polarity data set in the flat HDF5 layout.
 
 A fresh clone has no seismic data, so ``data=synthetic`` builds one on first use. The recipe
-(version 2) aims to span the waveform character of real local records, so that a network trained on
+(version 3) aims to span the waveform character of real local records, so that a network trained on
 it must read the sign of the first motion and nothing else: every relation between the first lobe
 and what follows it (its width, the sign and size of the next swing, the mean of the first 0.2 s)
 is randomised by physics that real records show. Every trace is a vertical record at
