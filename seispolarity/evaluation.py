@@ -215,6 +215,40 @@ def init_state(cfg: DictConfig) -> dict[str, Any] | None:
     return load_checkpoint(checkpoint_arg(cfg.init_from))
 
 
+#: ``data.*`` keys that say where or how the traces are read, not which: giving them still scores the
+#: checkpoint's run's data.
+_DATA_LOCATION = ("data.cache_dir", "data.preload")
+
+
+def names_data(overrides: list[str]) -> bool:
+    """Whether the command line chooses the data (``data=...`` or a ``data.<key>``, other than where
+    and how it is read)."""
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
+    return any((k == "data" or k.startswith(("data.", "data/"))) and k not in _DATA_LOCATION for k in keys)
+
+
+def adopt_run_data(cfg: DictConfig, state: Mapping[str, Any], overrides: list[str] | None) -> None:
+    """train=false without a data option scores the data of the checkpoint's run (its ``run_config``),
+    so that ``train=false ckpt_path=<run>/checkpoints/best.ckpt`` reproduces the run's test figures
+    whatever ``data.*`` the run was given (where the traces are cached and how they are read stay
+    this command's). ``overrides`` None (not under Hydra) or naming the data: ``cfg`` is left as it is."""
+    from omegaconf import open_dict
+
+    saved = (state.get("run_config") or {}).get("data")
+    if overrides is None or names_data(overrides) or not isinstance(saved, Mapping) or cfg.get("data") is None:
+        return
+    mine = OmegaConf.to_container(cfg.data, resolve=True)
+    identity = state.get("data_identity") or {}  # its files as absolute paths (the run's folder may differ)
+    theirs = {**saved, **{k: identity[k] for k in ("path", "test_path") if identity.get(k)},
+              **{k.split(".", 1)[1]: mine[k.split(".", 1)[1]] for k in _DATA_LOCATION if k.split(".", 1)[1] in mine}}
+    if _set_keys(data_identity(theirs)) == _set_keys(data_identity(mine)):
+        return
+    with open_dict(cfg):
+        cfg.data = OmegaConf.create(theirs)
+    log.info("evaluation: the data of the checkpoint's run (%s), as no data option was given "
+             "(data=... or data.<key>=... scores other data)", _data_label(theirs))
+
+
 def adopt_checkpoint(cfg: DictConfig, state: Mapping[str, Any], role: str) -> None:
     """Make ``cfg`` describe the checkpoint's model and input normalisation (evaluation and
     fine-tuning use the weights as they were trained or imported, whatever ``model=`` and

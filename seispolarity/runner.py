@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import build_from_node
 from .evaluation import (
     adopt_checkpoint,
+    adopt_run_data,
     build_eval_sets,
     checkpoint_arg,
     checkpoint_state,
@@ -276,13 +277,19 @@ def _stop_sweep(cfg: DictConfig) -> None:
           f"{sweep / 'summary.md'}", file=sys.stderr, flush=True)
 
 
+def _command() -> tuple[str | None, list[str] | None]:
+    """This job's config name and command-line overrides (unresolved: only their keys count); None,
+    None outside Hydra."""
+    try:
+        hydra = HydraConfig.get()
+        return hydra.job.config_name, OmegaConf.to_container(hydra.overrides.task, resolve=False)
+    except ValueError:
+        return None, None
+
+
 def _resume(cfg: DictConfig) -> DictConfig:
     """A resumed run takes its config from the checkpoint (``seispolarity.resume``)."""
-    try:
-        hydra = HydraConfig.get()  # the overrides unresolved, as in the Preflight check: only their keys count
-        config_name, overrides = hydra.job.config_name, OmegaConf.to_container(hydra.overrides.task, resolve=False)
-    except ValueError:
-        config_name, overrides = None, None
+    config_name, overrides = _command()
     state = load_checkpoint(to_absolute_path(str(cfg.ckpt_path)))
     cfg, notes = resumed_config(cfg, state, config_name, overrides=overrides)
     log.info("resuming %s with its run's config%s", cfg.ckpt_path,
@@ -342,6 +349,8 @@ def _run(cfg: DictConfig, out: Path) -> float:
     extra_configs = eval_set_configs(cfg)  # so does a bad eval set
     state = checkpoint_state(cfg)  # train=false: the checkpoint (its run config: what it held out)
     source = state if state is not None else init_state(cfg)  # ... or init_from: the weights to fine-tune
+    if state is not None:  # without a data option, the data of the checkpoint's run
+        adopt_run_data(cfg, state, _command()[1])
     if source is not None:  # its model and normalisation, whatever model= and data.normalize say
         adopt_checkpoint(cfg, source, "evaluation" if state is not None else f"init_from={cfg.init_from}")
     model = build_model(cfg)

@@ -125,6 +125,20 @@ def test_eval_only_scores_the_held_out_split_and_honours_eval_sets(trained, cach
     assert "## Eval set: again" in text
 
 
+def test_eval_only_without_data_options_scores_the_runs_own_data(trained, cache_dir, tmp_path):
+    """The run was trained with data.num_traces=160 (not the default 16,000): ``train=false
+    ckpt_path=<run>/best.ckpt`` with no data option scores that run's data and held-out split."""
+    _, run, _ = trained
+    held_out = json.loads((run / "metrics.json").read_text())["test"]
+    overrides = [o for o in tiny_overrides() if not o.startswith(("data.", "report="))]
+    proc = run_cli([*overrides, "train=false", f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}",
+                    *paths(tmp_path, cache_dir)])
+    assert proc.returncode == 0, explain(proc)
+    assert "evaluation: the data of the checkpoint's run (synthetic, 160 traces" in proc.stdout + proc.stderr
+    test = json.loads((run_folder(proc.stdout) / "metrics.json").read_text())["test"]
+    assert test["evaluated"] == held_out["evaluated"] and test["confusion_matrix"] == held_out["confusion_matrix"]
+
+
 def test_eval_only_on_another_file_scores_every_trace(trained, cache_dir, real_file, tmp_path):
     _, run, _ = trained
     overrides = [o for o in tiny_overrides() if not o.startswith("data.")]
