@@ -272,7 +272,9 @@ class Predictor:
         except LabelError as exc:  # the training set's map does not fit this file: its own map
             # said only once this worked: if the layout's map fails too, its error alone is reported
             dataset = WaveformDataset(path, name=name, label_map=None, **kwargs)
-            log.info("%s: the checkpoint's label map does not fit (%s); using the layout's", path, exc)
+            log.info("%s: labels read with the %s layout's own label map (the checkpoint's, from its training "
+                     "data, does not cover this file's labels; nothing is wrong with the file)", path, name)
+            log.debug("the checkpoint's label map on %s: %s", path, exc)
             return dataset
 
     def predict_dataset(self, dataset: WaveformDataset, indices: Sequence[int] | np.ndarray | None = None

@@ -147,6 +147,25 @@ def test_instance_labels_picks_metadata(instance_dir):
     assert r.skipped == {}
 
 
+def test_station_ids_name_the_channel_where_the_file_gives_it(instance_dir):
+    """With ``station_channels`` (and ``station_location_code``) the station is the SEED id of the
+    vertical channel read, as SKHASH's polarity file matches it; a row without channels stays NET.STA."""
+    import csv
+
+    folder, _ = instance_dir
+    path = folder / "metadata.csv"
+    rows = list(csv.DictReader(path.open()))
+    for i, row in enumerate(rows):
+        row["station_channels"] = ["HH", "EH", "", "HN", "nan"][i]
+        row["station_location_code"] = ["", "00", "", "10", ""][i]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    stations = SeisBenchReader(folder, preset="instance").table.metadata["station"].tolist()
+    assert stations == ["IV.S0..HHZ", "IV.S1.00.EHZ", "IV.S2", "IV.S3.10.HNZ", "IV.S4"]
+
+
 def test_instance_windows_exact_with_zero_padding(instance_dir):
     folder, comps = instance_dir
     # Garbage in the bucket padding of the short trace: must not leak into its windows.

@@ -69,6 +69,7 @@ class Trainer:
                  scheduler: Callable | None = None, augment: AugmentConfig | str | None = "default",
                  extra_state: dict[str, Any] | None = None) -> None:
         self.config = config = config or TrainingConfig()
+        default_console_logging()  # plain API: what set-up says (init_from, freeze, ...) is seen too
         self.ctx, self.device = setup.start_processes_and_device(config)
         splits = setup.split_datasets(config, dataset, val_dataset, test_dataset)
         self.train_dataset, self.val_dataset, self.test_dataset = splits

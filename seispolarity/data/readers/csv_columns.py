@@ -73,12 +73,14 @@ def pick_column(header: Sequence[str], candidates: str | Sequence[str] | None) -
     return None
 
 
-def missing_column_error(path: str, column: str, header: Sequence[str], what: str) -> DataFormatError:
-    """The error for a required column that the header lacks, with the closest names as a hint."""
+def missing_column_error(path: str, column: str, header: Sequence[str], what: str,
+                         option: str | None = None) -> DataFormatError:
+    """The error for a required column that the header lacks, with the closest names as a hint and
+    the reader option (``label_column``, ...) that names another column, where there is one."""
     close = difflib.get_close_matches(column, header, n=3, cutoff=0.6)
     hint = f"; similar: {close}" if close else ""
-    return DataFormatError(f"{path}: no column {column!r} ({what}){hint}; {len(header)} columns in the header "
-                           f"(set the column name option to use another)")
+    fix = f" (set data.{option}=<column>, {option}= in Python, to use another)" if option else ""
+    return DataFormatError(f"{path}: no column {column!r} ({what}){hint}; {len(header)} columns in the header{fix}")
 
 
 def to_float(values: Sequence[str]) -> np.ndarray:

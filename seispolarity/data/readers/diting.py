@@ -150,7 +150,8 @@ class DiTingReader(Reader):
                 required.append(("part", "part file number"))
             for column, what in required:
                 if column not in header:
-                    raise missing_column_error(path_csv, column, header, what)
+                    option = "label_column" if column == self.label_column else None
+                    raise missing_column_error(path_csv, column, header, what, option)
             if "part" not in part_columns:
                 part_columns["part"] = [per_part.group(1)] * n_part
             for k, v in part_columns.items():

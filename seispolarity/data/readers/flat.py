@@ -159,7 +159,8 @@ class FlatReader(Reader):
             fixed = defaults.get("p_index")
         if fixed is None:
             raise DataFormatError(f"{self.path}: no 'p_pick' dataset and no fixed P index; "
-                                  f"set data.p_index=<sample> (p_index= in Python)")
+                                  f"set data.p_index=<sample> (p_index= in Python), or read an SCSN file as "
+                                  f"SCSN (data=scsn; name=scsn for predict and in Python)")
         return np.full(n, float(fixed)), False
 
     def _resolve_sampling_rate(self, sampling_rate: float | None, defaults: Mapping[str, Any]) -> float:

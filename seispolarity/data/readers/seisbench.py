@@ -84,7 +84,8 @@ EVENT_COLUMNS = ("source_id", "event_id")
 MAGNITUDE_COLUMNS = ("source_magnitude", "source_magnitude_preferred", "preferred_source_magnitude")
 DISTANCE_COLUMNS = ("path_ep_distance_km", "source_distance_km", "path_hyp_distance_km")
 COORD_COLUMNS = ("source_latitude_deg", "source_longitude_deg", "station_latitude_deg", "station_longitude_deg")
-OTHER_COLUMNS = ("station_network_code", "station_code", "split", "trace_sampling_rate_hz", "source_origin_time")
+OTHER_COLUMNS = ("station_network_code", "station_code", "station_location_code", "station_channels", "split",
+                 "trace_sampling_rate_hz", "source_origin_time")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,15 +347,16 @@ class SeisBenchReader(Reader):
         header = read_csv_header(self.metadata_path)
         self.label_column = label_column or pick_column(header, preset["label_column"])
         self.p_column = p_column or pick_column(header, preset["p_column"])
-        for chosen, default, what in ((self.label_column, preset["label_column"], "polarity labels"),
-                                      (self.p_column, preset["p_column"], "P arrival sample"),
-                                      ("trace_name", "trace_name", "waveform address")):
+        for chosen, default, what, option in (
+                (self.label_column, preset["label_column"], "polarity labels", "label_column"),
+                (self.p_column, preset["p_column"], "P arrival sample", "p_column"),
+                ("trace_name", "trace_name", "waveform address", None)):
             name = chosen or (default if isinstance(default, str) else default[0])
             if name not in header:
-                raise missing_column_error(self.metadata_path, name, header, what)
-        for given, what in ((event_column, "event id"), (snr_column, "SNR")):
+                raise missing_column_error(self.metadata_path, name, header, what, option)
+        for given, what, option in ((event_column, "event id", "event_column"), (snr_column, "SNR", "snr_column")):
             if given and given not in header:
-                raise missing_column_error(self.metadata_path, given, header, what)
+                raise missing_column_error(self.metadata_path, given, header, what, option)
         self._event_column = event_column or pick_column(header, EVENT_COLUMNS)
         self._snr_column = snr_column or pick_column(
             header, [f"trace_{self.components[0]}_snr_db", "trace_Z_snr_db", "trace_snr_db"])
@@ -459,12 +461,27 @@ class SeisBenchReader(Reader):
         elif all(c in columns for c in COORD_COLUMNS):
             meta["distance"] = great_circle_km(*(to_float(columns[c]) for c in COORD_COLUMNS))
         if "station_code" in columns:
-            nets = columns.get("station_network_code", [""] * n)
-            meta["station"] = np.asarray([f"{a}.{b}" if a else b for a, b in zip(nets, columns["station_code"])],
-                                         dtype=object)
+            meta["station"] = np.asarray(self._station_ids(columns, n), dtype=object)
         if "split" in columns:
             meta["split"] = np.asarray(columns["split"], dtype=object)
         return meta
+
+    def _station_ids(self, columns: dict[str, list[str]], n: int) -> list[str]:
+        """``NET.STA``, or the SEED id ``NET.STA.LOC.CHA`` of the channel read (``station_channels``, e.g.
+        HH, plus the vertical's letter) where the file gives the channels: what SKHASH matches on."""
+        nets = columns.get("station_network_code", [""] * n)
+        channels = columns.get("station_channels", [""] * n)
+        locations = columns.get("station_location_code", [""] * n)
+        letter = "Z" if "Z" in self.components else self.components[0]
+        out = []
+        for net, sta, loc, cha in zip(nets, columns["station_code"], locations, channels):
+            net, sta, loc, cha = (str(v).strip() for v in (net, sta, loc, cha))
+            loc = "" if loc.lower() in MISSING_WORDS else loc
+            if cha and cha.lower() not in MISSING_WORDS:
+                out.append(f"{net}.{sta}.{loc}.{cha[:2]}{letter}")
+            else:
+                out.append(f"{net}.{sta}" if net else sta)
+        return out
 
     def _event_ids(self, columns: dict[str, list[str]], n: int) -> np.ndarray | None:
         """Event id per row: the event column, else origin time + epicentre; a row without one gets
