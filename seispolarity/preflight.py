@@ -255,9 +255,28 @@ def check_resume(cfg: DictConfig, config_name: str | None) -> None:
     resumed_config(_without_run_folder(cfg), state, config_name, ckpt=str(cfg.ckpt_path), overrides=overrides)
 
 
+def slurm_problem(cfg: DictConfig) -> str | None:
+    """A SLURM launcher (``hydra/launcher=slurm_gpu`` / ``submitit_slurm``) where SLURM's ``sbatch`` is
+    not on PATH: submitit would fail with a long traceback after the sweep folder is made."""
+    import shutil
+
+    target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+    if not target.endswith("SlurmLauncher") or shutil.which("sbatch"):
+        return None
+    choice = OmegaConf.select(cfg, "hydra.runtime.choices", default={}) or {}
+    return (f"hydra/launcher={choice.get('hydra/launcher', 'submitit_slurm')}: no SLURM here (sbatch is not on "
+            f"PATH); run the sweep on the cluster's login node, or try it here with hydra/launcher=submitit_local")
+
+
 class Preflight(Callback):
     """Hydra callback: a single run's command checked before its folder is made (one line, exit 2
-    for a command that cannot run as given, 1 for a bad value)."""
+    for a command that cannot run as given, 1 for a bad value); a sweep's launcher before it starts."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        problem = slurm_problem(config)
+        if problem:
+            say(f"error: {problem}")
+            raise SystemExit(2)
 
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
         try:

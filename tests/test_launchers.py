@@ -138,6 +138,41 @@ def test_slurm_gpu_preset_renders_the_sbatch_script(tmp_path):
         assert line in script, f"{line!r} not in\n{script}"
 
 
+def test_slurm_launcher_without_slurm_is_one_line_and_no_folder(tmp_path):
+    """Off a cluster (no ``sbatch`` on PATH) a SLURM sweep stops before its folder, in one line; with an
+    ``sbatch`` on PATH the check lets it through (submitit's own submission then runs)."""
+    from hydra import compose, initialize_config_dir
+
+    from seispolarity.config import register_configs
+    from seispolarity.preflight import slurm_problem
+
+    env = _env()
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "sbatch").exists())
+    proc = subprocess.run([sys.executable, str(TRAIN_PY), "-m", "hydra/launcher=slurm_gpu", "seed=1,2",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}", *paths(tmp_path)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: hydra/launcher=slurm_gpu: no SLURM here (sbatch is not on PATH); run the sweep on the cluster's "
+        "login node, or try it here with hydra/launcher=submitit_local"], proc.stderr[-3000:]
+    assert not (tmp_path / "sweep").exists()
+    register_configs()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm_gpu"], return_hydra_config=True)
+        local = compose("train", overrides=["hydra/launcher=submitit_local"], return_hydra_config=True)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text("#!/bin/sh\n")
+    (fake / "sbatch").chmod(0o755)
+    old = os.environ["PATH"]
+    try:
+        os.environ["PATH"] = os.pathsep.join([str(fake), old])
+        assert slurm_problem(cfg) is None
+    finally:
+        os.environ["PATH"] = old
+    assert slurm_problem(local) is None
+
+
 def test_optuna_study_resumes_in_a_second_invocation(tmp_path):
     """``hparams_search=optuna``: lr, weight decay, batch size and width on val_accuracy, stored in
     SQLite; the second command adds its trial to the same study."""
