@@ -93,9 +93,24 @@ def check_command(cfg: DictConfig) -> None:
     resolve_device(train_config.device)  # trainer.device=cuda on a machine without one
     check_launch(train_config.distributed)
     check_values(plain)
+    check_model(plain, OmegaConf.select(cfg, "hydra.overrides.task", default=None))
     eval_set_configs(cfg)
     check_checkpoints(cfg)
     check_objective(cfg)
+
+
+def check_model(cfg: DictConfig, overrides: Any) -> None:
+    """A new training run's model builds from the values the command line gives it
+    (``model.base_channels=-3``: one line before the run folder). Only where a ``model.<key>`` is
+    given: every option's own values build (tests/test_models.py), so a plain start builds no model
+    twice; a checkpoint's own model (train=false, a resume, ``init_from``) is the checkpoint's."""
+    from .runner import build_model
+
+    keys = [str(o).split("=", 1)[0].lstrip("+~") for o in (overrides or [])]
+    if not any(k.startswith("model.") for k in keys) or cfg.get("ckpt_path") or cfg.get("init_from") \
+            or not cfg.get("train", True) or not OmegaConf.is_dict(cfg.get("model")):
+        return
+    build_model(cfg)
 
 
 def check_keys(cfg: DictConfig) -> None:

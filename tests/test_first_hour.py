@@ -226,6 +226,7 @@ REFUSED_BEFORE_THE_FOLDER = {
     "scheduler=step scheduler.step_size=0": (1, "error: scheduler.step_size=0: expected a whole number >= 1"),
     "scheduler=reduce_on_plateau scheduler.factor=2": (1, "error: scheduler.factor=2.0: expected a number in (0, 1)"),
     "paths.cache_dir=/proc/nope": (2, "error: data.cache_dir=/proc/nope (paths.cache_dir): /proc is not writable"),
+    "model.base_channels=-3": (1, "error: model=PPNet cannot be built with model.num_classes=3, model.base_channels=-3: "),
 }
 
 
