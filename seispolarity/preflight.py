@@ -106,11 +106,17 @@ def check_model(cfg: DictConfig, overrides: Any) -> None:
     twice; a checkpoint's own model (train=false, a resume, ``init_from``) is the checkpoint's."""
     from .runner import build_model
 
+    if OmegaConf.is_config(overrides):  # unresolved: a value may interpolate the run folder, not made yet
+        overrides = OmegaConf.to_container(overrides, resolve=False)
     keys = [str(o).split("=", 1)[0].lstrip("+~") for o in (overrides or [])]
     if not any(k.startswith("model.") for k in keys) or cfg.get("ckpt_path") or cfg.get("init_from") \
             or not cfg.get("train", True) or not OmegaConf.is_dict(cfg.get("model")):
         return
-    build_model(cfg)
+    try:
+        values = OmegaConf.to_container(cfg.model, resolve=True)
+    except Exception:  # a value that resolves only inside the run (e.g. ${hydra:...}): the run builds it
+        return
+    build_model(OmegaConf.create({"model": values}))
 
 
 def check_keys(cfg: DictConfig) -> None:
