@@ -220,11 +220,16 @@ def init_state(cfg: DictConfig) -> dict[str, Any] | None:
 _DATA_LOCATION = ("data.cache_dir", "data.preload")
 
 
+def override_keys(overrides: list[str]) -> list[str]:
+    """The keys (or groups) of command-line overrides, without Hydra's ``+``/``++``/``~`` prefixes."""
+    return [str(o).split("=", 1)[0].lstrip("+~") for o in overrides if "=" in str(o)]
+
+
 def names_data(overrides: list[str]) -> bool:
     """Whether the command line chooses the data (``data=...`` or a ``data.<key>``, other than where
     and how it is read)."""
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
-    return any((k == "data" or k.startswith(("data.", "data/"))) and k not in _DATA_LOCATION for k in keys)
+    return any((k == "data" or k.startswith(("data.", "data/"))) and k not in _DATA_LOCATION
+               for k in override_keys(overrides))
 
 
 def adopt_run_data(cfg: DictConfig, state: Mapping[str, Any], overrides: list[str] | None) -> None:

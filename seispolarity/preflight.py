@@ -93,24 +93,30 @@ def check_command(cfg: DictConfig) -> None:
     resolve_device(train_config.device)  # trainer.device=cuda on a machine without one
     check_launch(train_config.distributed)
     check_values(plain)
-    check_model(plain, OmegaConf.select(cfg, "hydra.overrides.task", default=None))
+    check_model(plain, command_overrides(cfg))
     eval_set_configs(cfg)
     check_checkpoints(cfg)
     check_objective(cfg)
 
 
-def check_model(cfg: DictConfig, overrides: Any) -> None:
+def command_overrides(cfg: DictConfig) -> list[str] | None:
+    """The command line's overrides, unresolved: a value may interpolate the run folder
+    (trainer.tensorboard_dir=${paths.output_dir}/tb), not made yet; only their keys are read."""
+    overrides = OmegaConf.select(cfg, "hydra.overrides.task", default=None)
+    return OmegaConf.to_container(overrides, resolve=False) if overrides is not None else None
+
+
+def check_model(cfg: DictConfig, overrides: list[str] | None) -> None:
     """A new training run's model builds from the values the command line gives it
     (``model.base_channels=-3``: one line before the run folder). Only where a ``model.<key>`` is
     given: every option's own values build (tests/test_models.py), so a plain start builds no model
     twice; a checkpoint's own model (train=false, a resume, ``init_from``) is the checkpoint's."""
+    from .evaluation import override_keys
     from .runner import build_model
 
-    if OmegaConf.is_config(overrides):  # unresolved: a value may interpolate the run folder, not made yet
-        overrides = OmegaConf.to_container(overrides, resolve=False)
-    keys = [str(o).split("=", 1)[0].lstrip("+~") for o in (overrides or [])]
-    if not any(k.startswith("model.") for k in keys) or cfg.get("ckpt_path") or cfg.get("init_from") \
-            or not cfg.get("train", True) or not OmegaConf.is_dict(cfg.get("model")):
+    sets_model = any(k.startswith("model.") for k in override_keys(overrides or []))
+    if not sets_model or cfg.get("ckpt_path") or cfg.get("init_from") or not cfg.get("train", True) \
+            or not OmegaConf.is_dict(cfg.get("model")):
         return
     try:
         values = OmegaConf.to_container(cfg.model, resolve=True)
@@ -269,11 +275,8 @@ def check_resume(cfg: DictConfig, config_name: str | None) -> None:
     from .training.checkpoint import load_checkpoint
 
     state = load_checkpoint(to_absolute_path(str(cfg.ckpt_path)))
-    overrides = OmegaConf.select(cfg, "hydra.overrides.task", default=None)
-    # unresolved: an override's value may interpolate (trainer.tensorboard_dir=${paths.output_dir}/tb),
-    # and there is no run folder yet to resolve it to; only the keys are compared
-    overrides = OmegaConf.to_container(overrides, resolve=False) if overrides is not None else None
-    resumed_config(_without_run_folder(cfg), state, config_name, ckpt=str(cfg.ckpt_path), overrides=overrides)
+    resumed_config(_without_run_folder(cfg), state, config_name, ckpt=str(cfg.ckpt_path),
+                   overrides=command_overrides(cfg))
 
 
 def slurm_problem(cfg: DictConfig) -> str | None:
